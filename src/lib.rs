@@ -1,0 +1,13 @@
+//! pigen: a drop-in replacement for pi-gen's `build.sh`.
+//!
+//! The build is a pipeline, one module per layer:
+//! config (parse bash-style files, defaults, validation) → scan + plan (stage trees → ordered
+//! steps, pure) → run (chroot, storage, apt; needs root) → export (disk images) → deploy.
+//! Everything up to and including the plan needs neither root nor network.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod plan;
+pub mod scan;
