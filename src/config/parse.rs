@@ -16,11 +16,21 @@ pub struct StaticFile {
 pub enum Parsed {
     Static(StaticFile),
     /// The file uses a construct outside the subset (first one found): evaluate it with bash.
-    NeedsBash { line: usize, construct: String },
+    NeedsBash {
+        line: usize,
+        construct: String,
+    },
 }
 
 /// Parses `text` (the contents of `path`). `lookup` resolves names the file itself has not
 /// assigned yet (earlier files, then the process environment).
-pub fn parse(_text: &str, path: &Path, _lookup: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError> {
-    Err(ConfigError::new(format!("{}: static parser not written yet", path.display())))
+pub fn parse(
+    _text: &str,
+    path: &Path,
+    _lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, ConfigError> {
+    Err(ConfigError::new(format!(
+        "{}: static parser not written yet",
+        path.display()
+    )))
 }
