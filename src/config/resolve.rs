@@ -264,6 +264,8 @@ struct Resolver<'a> {
     host: &'a HostFacts,
     vars: Vec<Var>,
     errors: Vec<String>,
+    /// Variables already reported, so each gets one line.
+    refused: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -287,6 +289,7 @@ pub fn resolve(
         host,
         vars: Vec::new(),
         errors: Vec::new(),
+        refused: Vec::new(),
         warnings: loaded.warnings.clone(),
     };
     for def in VARS {
@@ -343,12 +346,8 @@ impl Resolver<'_> {
     /// empty value means "use the default", as `${VAR:-default}` does in the original).
     fn given(&self, name: &str) -> Option<(String, Origin)> {
         if let Some(a) = self.loaded.get(name) {
-            if !a.value.is_empty() {
-                return Some((a.value.clone(), a.origin.clone()));
-            }
-            if a.origin == Origin::CommandLine {
-                return None;
-            }
+            // The config replaced the environment's value, as `source` would.
+            return (!a.value.is_empty()).then(|| (a.value.clone(), a.origin.clone()));
         }
         self.env
             .get(name)
@@ -460,8 +459,12 @@ impl Resolver<'_> {
         }
     }
 
-    /// Records an error about `name`'s current value.
+    /// Records an error about `name`'s current value (the first problem only).
     fn bad(&mut self, name: &str, problem: impl AsRef<str>) {
+        if self.refused.iter().any(|n| n == name) {
+            return;
+        }
+        self.refused.push(name.to_string());
         let secret = vars::lookup(name).is_some_and(|d| d.kind == Kind::Secret);
         let line = match self.var(name) {
             Some(var) if secret => format!(
@@ -885,4 +888,432 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Assignment;
+
+    /// A base dir with `stages/stage0..stage2` and a zoneinfo dir knowing two zones.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for stage in ["stage0", "stage1", "stage2", "export-image"] {
+                std::fs::create_dir_all(dir.path().join("base/stages").join(stage)).unwrap();
+            }
+            std::fs::create_dir_all(dir.path().join("zoneinfo/Europe")).unwrap();
+            std::fs::write(dir.path().join("zoneinfo/Europe/Berlin"), "").unwrap();
+            std::fs::write(dir.path().join("zoneinfo/UTC"), "").unwrap();
+            Fixture { dir }
+        }
+
+        fn base(&self) -> PathBuf {
+            self.dir.path().join("base")
+        }
+
+        fn host(&self) -> HostFacts {
+            HostFacts {
+                cwd: self.dir.path().to_path_buf(),
+                today_utc: "2026-11-28".into(),
+                git_hash: Some("abc123".into()),
+                zoneinfo_dir: self.dir.path().join("zoneinfo"),
+            }
+        }
+
+        fn resolve_env(
+            &self,
+            config: &[(&str, &str)],
+            env: &[(&str, &str)],
+        ) -> Result<Config, ConfigError> {
+            let loaded = Loaded {
+                assignments: config
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, v))| Assignment {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                        origin: Origin::File {
+                            path: "my.cfg".into(),
+                            line: Some(i + 1),
+                        },
+                    })
+                    .collect(),
+                warnings: vec![],
+            };
+            let env: Env = env
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            resolve(&loaded, &env, &self.base(), &self.host())
+        }
+
+        fn resolve(&self, config: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            self.resolve_env(config, &[])
+        }
+
+        /// The single error line for a config that is valid except for `config`'s last entry.
+        fn error(&self, config: &[(&str, &str)]) -> String {
+            let mut all = vec![("IMG_NAME", "test")];
+            all.extend_from_slice(config);
+            let err = self.resolve(&all).expect_err("config should be refused");
+            assert_eq!(
+                err.0.len(),
+                1,
+                "expected exactly one error, got {:?}",
+                err.0
+            );
+            err.0[0].clone()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_original_except_where_documented() {
+        let f = Fixture::new();
+        let cfg = f.resolve(&[("IMG_NAME", "MyOS")]).unwrap();
+        assert_eq!(cfg.get("IMG_DATE"), "2026-11-28");
+        assert_eq!(cfg.get("IMG_FILENAME"), "2026-11-28-MyOS");
+        assert_eq!(cfg.work_dir, f.base().join("work/MyOS"));
+        assert_eq!(cfg.deploy_dir, f.base().join("deploy"));
+        assert_eq!(
+            cfg.get("LOG_FILE"),
+            f.base().join("work/MyOS/build.log").display().to_string()
+        );
+        assert_eq!(cfg.get("TARGET_HOSTNAME"), "raspberrypi");
+        assert_eq!(cfg.get("FIRST_USER_NAME"), "pi");
+        assert_eq!(cfg.get("TARGET_ARCH"), "arm64");
+        assert_eq!(cfg.get("DEPLOY_COMPRESSION"), "zip");
+        assert_eq!(cfg.compression, Compression::Zip);
+        assert_eq!(cfg.get("COMPRESSION_LEVEL"), "6");
+        assert_eq!(cfg.get("BASE_QCOW2_SIZE"), "15200M");
+        assert_eq!(cfg.base_qcow2_size, 15200 * MIB);
+        assert_eq!(cfg.get("IS_TESTING"), "0");
+        assert_eq!(cfg.get("USE_RASPI_SOURCE"), "0");
+        assert_eq!(cfg.get("USE_QCOW2"), "1");
+        assert_eq!(cfg.get("GIT_HASH"), "abc123");
+        assert!(cfg.get("BOOT_FSOPTIONS").contains("codepage=437"));
+        assert!(cfg.var("WPA_ESSID").is_none(), "WPA_* stay unset");
+        assert!(
+            cfg.var("DEB_SERVER").is_none(),
+            "debootstrap picks its own mirror"
+        );
+        assert!(cfg.var("UEFI_ARCH").is_none());
+        let names: Vec<String> = cfg.stage_list.iter().map(|d| stage_name(d)).collect();
+        assert_eq!(names, ["stage0", "stage1", "stage2"]);
+        assert_eq!(cfg.get("STAGE_LIST"), "stage0 stage1 stage2");
+        assert_eq!(
+            cfg.var("IMG_NAME").unwrap().origin,
+            Origin::File {
+                path: "my.cfg".into(),
+                line: Some(1)
+            }
+        );
+        assert_eq!(cfg.var("RELEASE").unwrap().origin, Origin::Default);
+    }
+
+    #[test]
+    fn precedence_is_config_then_environment_then_default() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve_env(
+                &[
+                    ("IMG_NAME", "cfg"),
+                    ("TARGET_HOSTNAME", ""),
+                    ("FIRST_USER_NAME", "alice"),
+                ],
+                &[
+                    ("IMG_NAME", "env"),
+                    ("TARGET_HOSTNAME", "envhost"),
+                    ("FIRST_USER_NAME", "bob"),
+                    ("RELEASE", "bookworm"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(cfg.get("IMG_NAME"), "cfg");
+        assert_eq!(cfg.get("FIRST_USER_NAME"), "alice");
+        assert_eq!(cfg.get("RELEASE"), "bookworm");
+        assert_eq!(cfg.var("RELEASE").unwrap().origin, Origin::Environment);
+        // An empty config value means "use the default", even over the environment.
+        assert_eq!(cfg.get("TARGET_HOSTNAME"), "raspberrypi");
+        assert_eq!(cfg.var("TARGET_HOSTNAME").unwrap().origin, Origin::Default);
+    }
+
+    #[test]
+    fn computed_defaults_use_earlier_values() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve(&[
+                ("IMG_NAME", "x"),
+                ("IMG_DATE", "2020-01-02"),
+                ("DEPLOY_ZIP", "0"),
+                ("FAT_CODEPAGE", "850"),
+                ("TARGET_RASPI", "0"),
+                ("TARGET_ARCH", "amd64"),
+                ("GPT_BIOS_UEFI", "1"),
+                ("RELEASE", "forky"),
+                ("STAGE_STORE", "dir"),
+            ])
+            .unwrap();
+        assert_eq!(cfg.get("IMG_FILENAME"), "2020-01-02-x");
+        assert_eq!(cfg.get("ARCHIVE_FILENAME"), "image_2020-01-02-x");
+        assert_eq!(cfg.compression, Compression::None);
+        assert!(cfg.get("BOOT_FSOPTIONS").contains("codepage=850"));
+        assert_eq!(cfg.get("UEFI_ARCH"), "x86_64");
+        assert_eq!(cfg.get("IS_TESTING"), "1");
+        assert_eq!(cfg.get("USE_QCOW2"), "0");
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("RELEASE=\"forky\"") && w.contains("testing")));
+    }
+
+    #[test]
+    fn source_date_epoch_sets_img_date() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve_env(&[("IMG_NAME", "x")], &[("SOURCE_DATE_EPOCH", "1700000000")])
+            .unwrap();
+        assert_eq!(cfg.get("IMG_DATE"), "2023-11-14");
+    }
+
+    #[test]
+    fn forced_values_ignore_the_config_with_a_warning() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve(&[
+                ("IMG_NAME", "x"),
+                ("USE_RASPI_SOURCE", "1"),
+                ("LOG_FILE", "/tmp/l"),
+            ])
+            .unwrap();
+        assert_eq!(cfg.get("USE_RASPI_SOURCE"), "0");
+        assert!(cfg.get("LOG_FILE").ends_with("work/x/build.log"));
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("USE_RASPI_SOURCE=\"1\" (my.cfg:2): pigen computes")));
+    }
+
+    #[test]
+    fn raspi_source_only_for_armhf_raspi() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve(&[
+                ("IMG_NAME", "x"),
+                ("PREFER_RASPI_SOURCE", "1"),
+                ("TARGET_ARCH", "armhf"),
+            ])
+            .unwrap();
+        assert_eq!(cfg.get("USE_RASPI_SOURCE"), "1");
+        let cfg = f
+            .resolve(&[("IMG_NAME", "x"), ("PREFER_RASPI_SOURCE", "1")])
+            .unwrap();
+        assert_eq!(cfg.get("USE_RASPI_SOURCE"), "0");
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("PREFER_RASPI_SOURCE")));
+    }
+
+    #[test]
+    fn config_variables_unknown_to_pigen_are_kept_and_near_misses_warned() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve(&[
+                ("IMG_NAME", "x"),
+                ("MY_THING", "1"),
+                ("TARGET_HOSTNAM", "h"),
+                ("enable_ssh", "1"),
+            ])
+            .unwrap();
+        let mine = cfg.var("MY_THING").unwrap();
+        assert!(!mine.known);
+        assert!(cfg.var("TARGET_HOSTNAM").is_some());
+        assert!(cfg.warnings.contains(
+            &"TARGET_HOSTNAM (my.cfg:3): unknown variable; did you mean TARGET_HOSTNAME?"
+                .to_string()
+        ));
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("enable_ssh") && w.contains("ENABLE_SSH")));
+        assert!(!cfg.warnings.iter().any(|w| w.contains("MY_THING")));
+    }
+
+    #[test]
+    fn img_name_is_required() {
+        let f = Fixture::new();
+        let err = f.resolve(&[]).unwrap_err();
+        assert_eq!(
+            err.0,
+            ["IMG_NAME is not set: it is required; set IMG_NAME=<name> in the config file (-c) or the environment"]
+        );
+    }
+
+    #[test]
+    fn each_rule_gives_one_line_with_value_origin_and_fix() {
+        let f = Fixture::new();
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("FIRST_USER_NAME", "Pi")], "FIRST_USER_NAME=\"Pi\" (my.cfg:2): must match ^[a-z][-a-z0-9_]*$"),
+            (&[("FIRST_USER_NAME", "1pi")], "FIRST_USER_NAME=\"1pi\" (my.cfg:2): must match"),
+            (&[("WPA_PASSWORD", "short")], "WPA_PASSWORD=<hidden, 5 characters> (my.cfg:2): must be between 8 and 63 characters"),
+            (&[("WPA_PASSWORD", &"x".repeat(64))], "WPA_PASSWORD=<hidden, 64 characters> (my.cfg:2): must be between 8 and 63"),
+            (&[("PUBKEY_ONLY_SSH", "1")], "PUBKEY_ONLY_SSH=\"1\" (my.cfg:2): needs PUBKEY_SSH_FIRST_USER"),
+            (&[("GPT_BIOS_UEFI", "1")], "GPT_BIOS_UEFI=\"1\" (my.cfg:2): not supported with TARGET_RASPI=1"),
+            (&[("TARGET_RASPI", "0"), ("GPT_BIOS_UEFI", "1")], "GPT_BIOS_UEFI=\"1\" (my.cfg:3): GPT BIOS/UEFI not supported on target arch arm64"),
+            (&[("TARGET_RASPI", "0"), ("TARGET_ARCH", "amd64"), ("UEFI_ARCH", "x86_64")], "UEFI_ARCH=\"x86_64\" (my.cfg:4): is only used with GPT_BIOS_UEFI=1"),
+            (&[("TARGET_ARCH", "arm46")], "TARGET_ARCH=\"arm46\" (my.cfg:2): must be one of arm64, armhf, i386, amd64"),
+            (&[("RELEASE", "Bookworm")], "RELEASE=\"Bookworm\" (my.cfg:2): not a Debian release code name"),
+            (&[("BOOT_FSTYPE", "ntfs")], "BOOT_FSTYPE=\"ntfs\" (my.cfg:2): must be one of vfat, ext2, ext4, xfs"),
+            (&[("BOOT_FSTYPE", "ext4")], "BOOT_FSTYPE=\"ext4\" (my.cfg:2): must be vfat with TARGET_RASPI=1"),
+            (&[("BASE_QCOW2_SIZE", "lots")], "BASE_QCOW2_SIZE=\"lots\" (my.cfg:2): not a size"),
+            (&[("BASE_QCOW2_SIZE", "15")], "BASE_QCOW2_SIZE=\"15\" (my.cfg:2): is less than 512M"),
+            (&[("ROOTFS_RO_OVERLAY_TMPFS_SIZE", "big")], "ROOTFS_RO_OVERLAY_TMPFS_SIZE=\"big\" (my.cfg:2): not a size"),
+            (&[("ENABLE_SSH", "yes")], "ENABLE_SSH=\"yes\" (my.cfg:2): must be 0 or 1"),
+            (&[("TARGET_RASPI", "2")], "TARGET_RASPI=\"2\" (my.cfg:2): must be 0 or 1"),
+            (&[("TIMEZONE_DEFAULT", "Mars/Olympus")], "TIMEZONE_DEFAULT=\"Mars/Olympus\" (my.cfg:2): no such time zone under"),
+            (&[("TIMEZONE_DEFAULT", "../../etc/passwd")], "TIMEZONE_DEFAULT=\"../../etc/passwd\" (my.cfg:2): must be a zone name"),
+            (&[("APT_PROXY", "cacher:3142")], "APT_PROXY=\"cacher:3142\" (my.cfg:2): must be an http:// or https:// URL"),
+            (&[("STAGE_LIST", "stage0 stage9")], "STAGE_LIST=\"stage0 stage9\" (my.cfg:2): stage \"stage9\" not found"),
+            (&[("WORK_DIR", "/tmp/my work")], "WORK_DIR=\"/tmp/my work\" (my.cfg:2): contains white space"),
+            (&[("WORK_DIR", "work")], "WORK_DIR=\"work\" (my.cfg:2): must be an absolute path"),
+            (&[("DEPLOY_DIR", "/")], "DEPLOY_DIR=\"/\" (my.cfg:2): must not be the root directory"),
+            (&[("DEPLOY_COMPRESSION", "rar")], "DEPLOY_COMPRESSION=\"rar\" (my.cfg:2): must be one of zip, xz, gz, zstd, none"),
+            (&[("COMPRESSION_LEVEL", "12")], "COMPRESSION_LEVEL=\"12\" (my.cfg:2): must be a number from 0 to 9 for DEPLOY_COMPRESSION=zip"),
+            (&[("TARGET_HOSTNAME", "my_host")], "TARGET_HOSTNAME=\"my_host\" (my.cfg:2): must be a host name label"),
+            (&[("WPA_COUNTRY", "de")], "WPA_COUNTRY=\"de\" (my.cfg:2): must be a two-letter ISO 3166 country code"),
+            (&[("LOCALE_DEFAULT", "english")], "LOCALE_DEFAULT=\"english\" (my.cfg:2): must look like ll_CC.CHARSET"),
+            (&[("ROOT_MARGIN", "ten percent")], "ROOT_MARGIN=\"ten percent\" (my.cfg:2): write N%, a size, or N%+SIZE"),
+            (&[("STAGE_STORE", "zfs")], "STAGE_STORE=\"zfs\" (my.cfg:2): must be one of qcow2, dir"),
+            (&[("IMG_SUFFIX", "-a/b")], "IMG_SUFFIX=\"-a/b\" (my.cfg:2): is used in file names"),
+        ];
+        for (config, expected) in cases {
+            let line = f.error(config);
+            assert!(
+                line.starts_with(expected),
+                "for {config:?}:\n  got      {line}\n  expected {expected}…"
+            );
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let f = Fixture::new();
+        let err = f
+            .resolve(&[("TARGET_ARCH", "x"), ("ENABLE_SSH", "maybe")])
+            .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{:?}", err.0);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let f = Fixture::new();
+        let line = f.error(&[("WPA_PASSWORD", "hunter2")]);
+        assert!(!line.contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_origin_is_named() {
+        let f = Fixture::new();
+        let err = f
+            .resolve_env(&[("IMG_NAME", "x")], &[("TARGET_ARCH", "sparc")])
+            .unwrap_err();
+        assert!(
+            err.0[0].starts_with("TARGET_ARCH=\"sparc\" (environment): must be one of"),
+            "{:?}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn stage_list_resolution() {
+        let f = Fixture::new();
+        let outside = f.dir.path().join("mystage");
+        std::fs::create_dir(&outside).unwrap();
+        let cfg = f
+            .resolve(&[
+                ("IMG_NAME", "x"),
+                (
+                    "STAGE_LIST",
+                    &format!("stage0 stage1 {} mystage stage2", outside.display()),
+                ),
+            ])
+            .unwrap_err();
+        // mystage twice: once absolute, once found relative to the cwd.
+        assert!(
+            cfg.0[0].contains("two stages are named \"mystage\""),
+            "{:?}",
+            cfg.0
+        );
+        let cfg = f.resolve(&[
+            ("IMG_NAME", "x"),
+            ("STAGE_LIST", "stage0 stage1 mystage stage*"),
+        ]);
+        let err = cfg.unwrap_err();
+        assert!(
+            err.0[0].contains("two stages are named \"stage0\""),
+            "{:?}",
+            err.0
+        );
+        let cfg = f.resolve(&[
+            ("IMG_NAME", "x"),
+            ("STAGE_LIST", "stage[0] stage1 mystage stage2"),
+        ]);
+        assert!(cfg.is_err(), "no bracket globs");
+        let cfg = f
+            .resolve(&[("IMG_NAME", "x"), ("STAGE_LIST", "stage? mystage")])
+            .unwrap();
+        let names: Vec<String> = cfg.stage_list.iter().map(|d| stage_name(d)).collect();
+        assert_eq!(names, ["stage0", "stage1", "stage2", "mystage"]);
+        assert_eq!(cfg.stage_list[3], std::fs::canonicalize(&outside).unwrap());
+    }
+
+    #[test]
+    fn skip_lists_naming_unknown_stages_warn() {
+        let f = Fixture::new();
+        let cfg = f
+            .resolve(&[("IMG_NAME", "x"), ("SKIP_STAGE_LIST", "stage0 stage5")])
+            .unwrap();
+        assert_eq!(cfg.skip_stage_list, ["stage0", "stage5"]);
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("\"stage5\", which is not in STAGE_LIST")));
+    }
+
+    #[test]
+    fn sizes_and_margins() {
+        assert_eq!(parse_size("15200M"), Some(15200 * MIB));
+        assert_eq!(parse_size("4G"), Some(4 << 30));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("256MiB"), Some(256 * MIB));
+        assert_eq!(parse_size("2k"), Some(2048));
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("-1G"), None);
+        assert_eq!(parse_margin("10%+128M"), Some((10, 128 * MIB)));
+        assert_eq!(parse_margin("20%"), Some((20, 0)));
+        assert_eq!(parse_margin("200M"), Some((0, 200 * MIB)));
+        assert_eq!(parse_margin("x%"), None);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_798_675_200), "2026-12-31");
+    }
+
+    #[test]
+    fn did_you_mean_is_conservative() {
+        assert_eq!(did_you_mean("TARGET_HOSTNAM"), Some("TARGET_HOSTNAME"));
+        assert_eq!(did_you_mean("IMG_NAM"), Some("IMG_NAME"));
+        assert_eq!(did_you_mean("MY_OWN_VAR"), None);
+        assert_eq!(did_you_mean("IMG"), None);
+    }
 }
