@@ -188,3 +188,39 @@ mod tests {
         }
     }
 }
+
+/// The README's variable table, generated from `VARS` so the two cannot drift apart.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| Variable | Default | Meaning |\n|---|---|---|\n");
+    for v in VARS {
+        let default = match v.default {
+            DefaultRule::Unset => "unset".to_string(),
+            DefaultRule::Value("") => "empty".to_string(),
+            DefaultRule::Value(s) => format!("`{s}`"),
+            DefaultRule::Computed(s) | DefaultRule::Forced(s) => s.to_string(),
+        };
+        out += &format!("| `{}` | {} | {} |\n", v.name, default, v.doc.replace('|', "\\|"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod readme_tests {
+    /// README.md carries `markdown_table()` between markers; `PIGEN_UPDATE_README=1 cargo test`
+    /// rewrites it after a change to the table.
+    #[test]
+    fn readme_lists_every_variable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- vars:begin -->\n", "<!-- vars:end -->");
+        let start = readme.find(begin).expect("README has a vars:begin marker") + begin.len();
+        let stop = readme.find(end).expect("README has a vars:end marker");
+        let table = super::markdown_table();
+        if std::env::var_os("PIGEN_UPDATE_README").is_some() {
+            let updated = format!("{}{}{}", &readme[..start], table, &readme[stop..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        assert_eq!(&readme[start..stop], table, "README variable table is stale: run PIGEN_UPDATE_README=1 cargo test");
+    }
+}
