@@ -40,6 +40,9 @@ pub enum Command {
         /// Resume an interrupted or failed build with the same configuration.
         #[arg(long = "continue")]
         resume: bool,
+        /// Install missing host packages with apt-get before building.
+        #[arg(long)]
+        install_deps: bool,
     },
     /// Print the steps a build would run, in order, without running anything.
     Plan {
@@ -147,9 +150,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = (cfg, install);
             anyhow::bail!("pigen check is not wired yet")
         }
-        Command::Build { config, resume } => {
+        Command::Build {
+            config,
+            resume,
+            install_deps,
+        } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
-            let _ = (cfg, resume);
+            let _ = (cfg, resume, install_deps);
             anyhow::bail!("pigen build is not wired yet")
         }
     }

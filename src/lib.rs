@@ -9,5 +9,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod plan;
 pub mod scan;

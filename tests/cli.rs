@@ -85,13 +85,20 @@ fn usage_errors_exit_2() {
     assert_eq!(s.pigen(&["build", "--bogus"]).status.code(), Some(2));
     let out = s.pigen(&["config", "--set", "NOEQUALS"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("expected NAME=VALUE"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected NAME=VALUE"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn config_prints_values_and_origins() {
     let s = Scratch::new();
-    s.write("my.cfg", "IMG_NAME=Demo\nexport TARGET_ARCH=amd64\nTARGET_RASPI=0\nFIRST_USER_PASS='s3cret pass'\n");
+    s.write(
+        "my.cfg",
+        "IMG_NAME=Demo\nexport TARGET_ARCH=amd64\nTARGET_RASPI=0\nFIRST_USER_PASS='s3cret pass'\n",
+    );
     let out = s.pigen(&["config", "-c", "my.cfg", "--set", "TARGET_HOSTNAME=box"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -120,12 +127,22 @@ fn config_json_shape() {
     let out = s.pigen(&["config", "-c", "my.cfg", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let vars: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let img = vars.as_array().unwrap().iter().find(|v| v["name"] == "IMG_NAME").unwrap();
+    let img = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "IMG_NAME")
+        .unwrap();
     assert_eq!(img["value"], "Demo");
     assert_eq!(img["origin"]["kind"], "file");
     assert_eq!(img["origin"]["line"], 1);
     assert_eq!(img["known"], true);
-    let wpa = vars.as_array().unwrap().iter().find(|v| v["name"] == "WPA_PASSWORD").unwrap();
+    let wpa = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "WPA_PASSWORD")
+        .unwrap();
     assert_eq!(wpa["value"], "********");
 }
 
@@ -152,19 +169,43 @@ fn missing_config_file_is_a_config_error() {
     let s = Scratch::new();
     let out = s.pigen(&["build", "-c", "nope.cfg"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).starts_with("pigen: error: config file nope.cfg: cannot read it"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("pigen: error: config file nope.cfg: cannot read it"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn later_config_files_and_set_override_earlier_ones() {
     let s = Scratch::new();
-    s.write("a.cfg", "IMG_NAME=A\nTARGET_HOSTNAME=from-a\nRELEASE=bookworm\n");
+    s.write(
+        "a.cfg",
+        "IMG_NAME=A\nTARGET_HOSTNAME=from-a\nRELEASE=bookworm\n",
+    );
     s.write("b.cfg", "TARGET_HOSTNAME=from-b-${IMG_NAME}\n");
-    let out = s.pigen(&["config", "-c", "a.cfg", "-c", "b.cfg", "--set", "RELEASE=trixie"]);
+    let out = s.pigen(&[
+        "config",
+        "-c",
+        "a.cfg",
+        "-c",
+        "b.cfg",
+        "--set",
+        "RELEASE=trixie",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.lines().any(|l| l.starts_with("TARGET_HOSTNAME") && l.contains("from-b-A") && l.contains("b.cfg:1")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("RELEASE") && l.contains("trixie") && l.contains("--set")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("TARGET_HOSTNAME")
+            && l.contains("from-b-A")
+            && l.contains("b.cfg:1")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("RELEASE") && l.contains("trixie") && l.contains("--set")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -177,8 +218,16 @@ fn bash_configs_are_evaluated_by_bash() {
     let out = s.pigen(&["config", "-c", "fancy.cfg"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.lines().any(|l| l.starts_with("IMG_NAME") && l.contains("Fancy-img")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("TARGET_ARCH") && l.contains("amd64")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("IMG_NAME") && l.contains("Fancy-img")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("TARGET_ARCH") && l.contains("amd64")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -198,8 +247,16 @@ fn toml_configs() {
     let out = s.pigen(&["config", "-c", "build.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.lines().any(|l| l.starts_with("ENABLE_SSH") && l.contains(" 1 ")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("STAGE_LIST") && l.contains("'stage0 stage1'")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ENABLE_SSH") && l.contains(" 1 ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("STAGE_LIST") && l.contains("'stage0 stage1'")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -220,7 +277,11 @@ fn base_dir_is_found_from_a_subdirectory_or_given() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no stages/ directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no stages/ directory"),
+        "{}",
+        stderr(&out)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_pigen"))
         .args(["config", "--set", "IMG_NAME=x", "--base-dir"])
         .arg(s.path())

@@ -199,7 +199,12 @@ pub fn markdown_table() -> String {
             DefaultRule::Value(s) => format!("`{s}`"),
             DefaultRule::Computed(s) | DefaultRule::Forced(s) => s.to_string(),
         };
-        out += &format!("| `{}` | {} | {} |\n", v.name, default, v.doc.replace('|', "\\|"));
+        out += &format!(
+            "| `{}` | {} | {} |\n",
+            v.name,
+            default,
+            v.doc.replace('|', "\\|")
+        );
     }
     out
 }
@@ -221,6 +226,10 @@ mod readme_tests {
             std::fs::write(path, updated).unwrap();
             return;
         }
-        assert_eq!(&readme[start..stop], table, "README variable table is stale: run PIGEN_UPDATE_README=1 cargo test");
+        assert_eq!(
+            &readme[start..stop],
+            table,
+            "README variable table is stale: run PIGEN_UPDATE_README=1 cargo test"
+        );
     }
 }

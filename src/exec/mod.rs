@@ -1,0 +1,5 @@
+//! Running things on the host: the one command wrapper every external program goes through.
+
+pub mod cmd;
+
+pub use cmd::{Cmd, CmdError};
