@@ -363,8 +363,9 @@ pub struct HostProbe {
     pub binfmt_handlers: BTreeMap<String, String>,
     /// `qemu-*.conf` registration files: handler name → first one found in precedence order.
     pub binfmt_confs: BTreeMap<String, BinfmtConf>,
-    /// Format names binfmt-support knows (`/usr/share/binfmts/*`).
-    pub binfmt_support_formats: BTreeSet<String>,
+    /// Formats binfmt-support knows: name → contents of `/usr/share/binfmts/<name>` (qemu
+    /// ones only).
+    pub binfmt_support_formats: BTreeMap<String, String>,
     /// `/dev/loop-control` exists.
     pub loop_control: bool,
     /// `/dev/fuse` exists.
@@ -441,6 +442,12 @@ impl HostProbe {
         }
         let binfmt_support_formats = read_dir_names(&paths.under(BINFMTS_SUPPORT_DIR))
             .into_iter()
+            .filter(|n| n.starts_with("qemu-"))
+            .filter_map(|n| {
+                let content =
+                    std::fs::read_to_string(paths.under(BINFMTS_SUPPORT_DIR).join(&n)).ok()?;
+                Some((n, content))
+            })
             .collect();
 
         let nbd_module = if paths.under("/sys/module/nbd").exists() {
@@ -860,6 +867,13 @@ fn conf_flags(content: &str) -> Option<String> {
     (fields.len() >= 7).then(|| fields.get(7).unwrap_or(&"").to_string())
 }
 
+/// Whether a binfmt-support format file registers with the F flag (`fix_binary yes`).
+fn format_fixes_binary(content: &str) -> bool {
+    content
+        .lines()
+        .any(|l| l.split_whitespace().eq(["fix_binary", "yes"]))
+}
+
 /// The handler that runs `qemu_name` binaries: `qemu-<name>` by name, else one whose
 /// interpreter is that emulator.
 fn find_handler<'a>(probe: &'a HostProbe, qemu_name: &str) -> Option<(&'a str, BinfmtHandler)> {
@@ -939,11 +953,16 @@ fn check_emulation(report: &mut CheckReport, config: &Config, probe: &HostProbe)
             return format!("cat {} > {BINFMT_DIR}/register", conf.path.display());
         }
         if probe.tools.contains_key("update-binfmts")
-            && probe.binfmt_support_formats.contains(&handler_name)
+            && probe
+                .binfmt_support_formats
+                .get(&handler_name)
+                .is_some_and(|format| format_fixes_binary(format))
         {
             return format!("update-binfmts --enable {handler_name}");
         }
-        if probe.binfmt_confs.contains_key(&handler_name) {
+        if probe.binfmt_confs.contains_key(&handler_name)
+            || probe.binfmt_support_formats.contains_key(&handler_name)
+        {
             // A registration without F: the dynamic qemu-user of Debian 12 and older.
             return format!(
                 "apt-get install -y {packages}   (its registration has the F flag), then run pigen check again"
@@ -1281,7 +1300,7 @@ mod tests {
                 GOOD_HANDLER.to_string(),
             )]),
             binfmt_confs: BTreeMap::new(),
-            binfmt_support_formats: BTreeSet::new(),
+            binfmt_support_formats: BTreeMap::new(),
             loop_control: true,
             dev_fuse: true,
             nbd_device: false,
@@ -1564,12 +1583,26 @@ mod tests {
         probe
             .tools
             .insert("update-binfmts".into(), "/usr/sbin/update-binfmts".into());
-        probe.binfmt_support_formats.insert("qemu-aarch64".into());
+        probe.binfmt_support_formats.insert(
+            "qemu-aarch64".into(),
+            "package qemu-user-static\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nfix_binary yes\n".into(),
+        );
         let report = evaluate(&config, &probe, &depends);
         assert_eq!(
             fix_of(&report, "qemu-aarch64"),
             "update-binfmts --enable qemu-aarch64"
         );
+        // ... but not when that format lacks the F flag (dynamic qemu-user's).
+        probe.binfmt_support_formats.insert(
+            "qemu-aarch64".into(),
+            "package qemu-user-binfmt\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n"
+                .into(),
+        );
+        let report = evaluate(&config, &probe, &depends);
+        assert!(fix_of(&report, "qemu-aarch64").starts_with(
+            "apt-get install -y qemu-user-static   (its registration has the F flag)"
+        ));
+        probe.binfmt_support_formats.clear();
         // Emulator not installed: install it first.
         probe.tools.remove("qemu-aarch64-static");
         let report = evaluate(&config, &probe, &depends);
@@ -1851,7 +1884,7 @@ mod tests {
         write("usr/lib/binfmt.d/other.conf", ":other:M::a:b:/z:F\n");
         write(
             "usr/share/binfmts/qemu-aarch64",
-            "package qemu-user-static\n",
+            "package qemu-user-static\nfix_binary yes\n",
         );
         write("dev/loop-control", "");
         fs::create_dir_all(r.join("sys/module/nbd")).unwrap();
@@ -1886,7 +1919,9 @@ mod tests {
             "/etc wins"
         );
         assert_eq!(probe.binfmt_confs.len(), 1);
-        assert!(probe.binfmt_support_formats.contains("qemu-aarch64"));
+        assert!(format_fixes_binary(
+            &probe.binfmt_support_formats["qemu-aarch64"]
+        ));
         assert!(probe.loop_control && !probe.dev_fuse && !probe.nbd_device);
         assert_eq!(probe.nbd_module, NbdModule::Loaded);
         // WORK_DIR does not exist yet: its nearest existing ancestor is measured.
