@@ -147,8 +147,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, install } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
-            let _ = (cfg, install);
-            anyhow::bail!("pigen check is not wired yet")
+            check_apt_proxy(&cfg)?;
+            let report = crate::check::run_check(&cfg, &base_dir, install)?;
+            print!("{report}");
+            Ok(if report.would_fail() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Build {
             config,
@@ -156,8 +162,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             install_deps,
         } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
-            let _ = (cfg, resume, install_deps);
-            anyhow::bail!("pigen build is not wired yet")
+            check_apt_proxy(&cfg)?;
+            let report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
+            if report.would_fail() {
+                eprint!("{report}");
+                anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
+            }
+            let _ = resume;
+            anyhow::bail!("running stages is not implemented in this version of pigen; `pigen plan` shows what would run")
         }
     }
 }
@@ -207,6 +219,19 @@ pub fn load_config(
         }
     }
     Ok(cfg)
+}
+
+/// The original refused to start when `curl APT_PROXY` failed; so do we, before touching disk.
+fn check_apt_proxy(cfg: &Config) -> Result<(), ConfigError> {
+    let Some(var) = cfg.var("APT_PROXY") else {
+        return Ok(());
+    };
+    config::proxy::probe(&var.value, std::time::Duration::from_secs(5)).map_err(|why| {
+        ConfigError::new(format!(
+            "APT_PROXY={:?} ({}): {why}; start the proxy or remove APT_PROXY",
+            var.value, var.origin
+        ))
+    })
 }
 
 const MASK: &str = "********";

@@ -6,6 +6,7 @@
 
 pub mod eval;
 pub mod parse;
+pub mod proxy;
 pub mod resolve;
 pub mod toml_file;
 pub mod vars;
