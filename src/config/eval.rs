@@ -17,5 +17,8 @@ pub struct Sourced {
 
 /// Sources `path` in a clean bash (no rc files, environment exactly `env`, `set -a`).
 pub fn source_fragment(path: &Path, _env: &Env) -> Result<Sourced, ConfigError> {
-    Err(ConfigError::new(format!("{}: bash evaluation not written yet", path.display())))
+    Err(ConfigError::new(format!(
+        "{}: bash evaluation not written yet",
+        path.display()
+    )))
 }

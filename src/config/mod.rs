@@ -38,7 +38,10 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::File { path, line: Some(line) } => write!(f, "{}:{}", path.display(), line),
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{}:{}", path.display(), line),
             Origin::File { path, line: None } => write!(f, "{}", path.display()),
             Origin::CommandLine => f.write_str("--set"),
             Origin::Environment => f.write_str("environment"),
@@ -71,7 +74,11 @@ impl Loaded {
     }
 
     fn set(&mut self, assignment: Assignment) {
-        match self.assignments.iter_mut().find(|a| a.name == assignment.name) {
+        match self
+            .assignments
+            .iter_mut()
+            .find(|a| a.name == assignment.name)
+        {
             Some(existing) => *existing = assignment,
             None => self.assignments.push(assignment),
         }
@@ -117,7 +124,11 @@ pub fn load(files: &[PathBuf], sets: &[String], env: &Env) -> Result<Loaded, Con
     Ok(loaded)
 }
 
-fn load_file(path: &Path, env: &Env, warnings: &mut Vec<String>) -> Result<Vec<Assignment>, ConfigError> {
+fn load_file(
+    path: &Path,
+    env: &Env,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Assignment>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(format!(
             "config file {}: cannot read it ({e}); check the path given to -c",
@@ -142,7 +153,10 @@ fn load_file(path: &Path, env: &Env, warnings: &mut Vec<String>) -> Result<Vec<A
                 .map(|(name, value)| Assignment {
                     name,
                     value,
-                    origin: Origin::File { path: path.to_path_buf(), line: None },
+                    origin: Origin::File {
+                        path: path.to_path_buf(),
+                        line: None,
+                    },
                 })
                 .collect())
         }

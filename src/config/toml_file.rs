@@ -5,5 +5,8 @@ use super::Assignment;
 use crate::error::ConfigError;
 
 pub fn parse(_text: &str, path: &Path) -> Result<Vec<Assignment>, ConfigError> {
-    Err(ConfigError::new(format!("{}: TOML configs not written yet", path.display())))
+    Err(ConfigError::new(format!(
+        "{}: TOML configs not written yet",
+        path.display()
+    )))
 }
