@@ -71,40 +71,9 @@ pub fn parse(
 }
 
 /// Variables bash computes itself: their value does not come from the environment (or changes
-/// by itself), so reading or assigning one needs bash.
+/// by itself), so reading or assigning one needs bash. The same list `eval` never imports.
 fn is_bash_managed(name: &str) -> bool {
-    name.starts_with("BASH")
-        || matches!(
-            name,
-            "_" | "COLUMNS"
-                | "COMP_WORDBREAKS"
-                | "DIRSTACK"
-                | "EPOCHREALTIME"
-                | "EPOCHSECONDS"
-                | "EUID"
-                | "FUNCNAME"
-                | "GROUPS"
-                | "HISTCMD"
-                | "HOSTTYPE"
-                | "IFS"
-                | "LINENO"
-                | "LINES"
-                | "MACHTYPE"
-                | "OLDPWD"
-                | "OPTERR"
-                | "OPTIND"
-                | "OSTYPE"
-                | "PIPESTATUS"
-                | "PPID"
-                | "PS4"
-                | "PWD"
-                | "RANDOM"
-                | "SECONDS"
-                | "SHELLOPTS"
-                | "SHLVL"
-                | "SRANDOM"
-                | "UID"
-        )
+    super::eval::is_bash_variable(name)
 }
 
 /// Variables bash gives a value of its own when the environment does not have them.
