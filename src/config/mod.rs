@@ -8,6 +8,9 @@ pub mod eval;
 pub mod parse;
 pub mod toml_file;
 
+#[cfg(test)]
+mod parity_tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
