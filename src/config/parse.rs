@@ -208,16 +208,62 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    // Bash removes backslash-newline before it looks at anything else (even inside names:
+    // `$HO\⏎ME` is `$HOME`), except in single quotes, in comments and right after an escaping
+    // backslash. `peek`/`peek_at`/`bump` see the text without them; the `_raw` forms do not.
+
+    fn is_continuation(&self, i: usize) -> bool {
+        self.chars.get(i) == Some(&'\\') && self.chars.get(i + 1) == Some(&'\n')
+    }
+
+    /// Raw index of the `n`-th character ahead, continuations skipped.
+    fn logical(&self, n: usize) -> usize {
+        let mut i = self.pos;
+        for _ in 0..n {
+            while self.is_continuation(i) {
+                i += 2;
+            }
+            i += 1;
+        }
+        while self.is_continuation(i) {
+            i += 2;
+        }
+        i
+    }
+
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.chars.get(self.logical(0)).copied()
     }
 
     fn peek_at(&self, n: usize) -> Option<char> {
-        self.chars.get(self.pos + n).copied()
+        self.chars.get(self.logical(n)).copied()
+    }
+
+    /// Steps over continuations at the current position.
+    fn settle(&mut self) {
+        while self.is_continuation(self.pos) {
+            self.pos += 2;
+            self.line += 1;
+        }
+    }
+
+    /// The line of the next character.
+    fn here(&mut self) -> usize {
+        self.settle();
+        self.line
     }
 
     fn bump(&mut self) -> Option<char> {
-        let c = self.peek()?;
+        self.settle();
+        self.bump_raw()
+    }
+
+    fn peek_raw(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn bump_raw(&mut self) -> Option<char> {
+        let c = self.peek_raw()?;
         self.pos += 1;
         if c == '\n' {
             self.line += 1;
@@ -236,23 +282,16 @@ impl Parser<'_> {
 
     /// Spaces, tabs and line continuations between words.
     fn skip_blanks(&mut self) {
-        loop {
-            match self.peek() {
-                Some(' ' | '\t') => {
-                    self.bump();
-                }
-                Some('\\') if self.peek_at(1) == Some('\n') => {
-                    self.bump();
-                    self.bump();
-                }
-                _ => return,
-            }
+        while let Some(' ' | '\t') = self.peek() {
+            self.bump();
         }
+        self.settle();
     }
 
+    /// A comment ends at the newline, even after a backslash.
     fn skip_comment(&mut self) {
-        while !matches!(self.peek(), None | Some('\n')) {
-            self.bump();
+        while !matches!(self.peek_raw(), None | Some('\n')) {
+            self.bump_raw();
         }
     }
 
@@ -538,7 +577,7 @@ impl Parser<'_> {
 
     /// Lexes one word starting at the current position (not blank, not an operator).
     fn word(&mut self) -> Result<Word, Stop> {
-        let line = self.line;
+        let line = self.here();
         let assign = self.assignment_prefix()?;
         if let (Some((name, _)), Some('(')) = (&assign, self.peek()) {
             return bash(line, format!("array assignment {name}=(…)"));
@@ -563,12 +602,13 @@ impl Parser<'_> {
         if !self.peek().is_some_and(is_name_start) {
             return Ok(None);
         }
-        let mut end = self.pos;
-        while self.chars.get(end).copied().is_some_and(is_name_char) {
-            end += 1;
+        let mut len = 0;
+        let mut name = String::new();
+        while let Some(c) = self.peek_at(len).filter(|&c| is_name_char(c)) {
+            name.push(c);
+            len += 1;
         }
-        let name: String = self.chars[self.pos..end].iter().collect();
-        let (append, skip) = match (self.chars.get(end), self.chars.get(end + 1)) {
+        let (append, skip) = match (self.peek_at(len), self.peek_at(len + 1)) {
             (Some('='), _) => (false, 1),
             (Some('+'), Some('=')) => (true, 2),
             (Some('['), _) => {
@@ -576,7 +616,9 @@ impl Parser<'_> {
             }
             _ => return Ok(None),
         };
-        self.pos = end + skip;
+        for _ in 0..len + skip {
+            self.bump();
+        }
         Ok(Some((name, append)))
     }
 
@@ -605,12 +647,6 @@ impl Parser<'_> {
                 }
                 _ => {}
             }
-            if c == '\\' && self.peek_at(1) == Some('\n') {
-                // Line continuation: removed before anything else, the tilde position stays.
-                self.bump();
-                self.bump();
-                continue;
-            }
             if c == '~' && tilde_ok {
                 self.tilde(brace.is_some(), out)?;
                 tilde_ok = false;
@@ -621,7 +657,7 @@ impl Parser<'_> {
                 '\\' => {
                     self.bump();
                     flags.plain = false;
-                    match self.bump() {
+                    match self.bump_raw() {
                         // A backslash at the very end of the file stays.
                         None => out.push_char('\\'),
                         Some(c) => out.push_char(c),
@@ -639,7 +675,7 @@ impl Parser<'_> {
                     flags.plain = false;
                     self.dollar(false, assign, flags, out)?;
                 }
-                '`' => return bash(self.line, "command substitution `…`"),
+                '`' => return bash(self.here(), "command substitution `…`"),
                 _ => {
                     self.bump();
                     if c == '{' {
@@ -656,7 +692,7 @@ impl Parser<'_> {
 
     /// `~` in a tilde position (start of an assignment value or `${…}` word, or after `:`).
     fn tilde(&mut self, in_brace: bool, out: &mut Pieces) -> Result<(), Stop> {
-        let line = self.line;
+        let line = self.here();
         let expands = match self.peek_at(1) {
             None | Some('/' | ':') => true,
             Some('}') if in_brace => true,
@@ -680,10 +716,10 @@ impl Parser<'_> {
     }
 
     fn single_quoted(&mut self, out: &mut Pieces) -> Result<(), Stop> {
-        let open = self.line;
+        let open = self.here();
         self.bump();
         loop {
-            match self.bump() {
+            match self.bump_raw() {
                 None => {
                     return self.error(
                         open,
@@ -697,7 +733,7 @@ impl Parser<'_> {
     }
 
     fn double_quoted(&mut self, out: &mut Pieces) -> Result<(), Stop> {
-        let open = self.line;
+        let open = self.here();
         self.bump();
         let mut flags = WordFlags::default();
         loop {
@@ -714,19 +750,16 @@ impl Parser<'_> {
                 }
                 Some('\\') => {
                     self.bump();
-                    match self.peek() {
-                        Some('\n') => {
-                            self.bump();
-                        }
+                    match self.peek_raw() {
                         Some(c @ ('$' | '`' | '"' | '\\')) => {
-                            self.bump();
+                            self.bump_raw();
                             out.push_char(c);
                         }
                         _ => out.push_char('\\'),
                     }
                 }
                 Some('$') => self.dollar(true, false, &mut flags, out)?,
-                Some('`') => return bash(self.line, "command substitution `…`"),
+                Some('`') => return bash(self.here(), "command substitution `…`"),
                 Some(c) => {
                     self.bump();
                     out.push_char(c);
@@ -747,12 +780,9 @@ impl Parser<'_> {
                 }
                 Some('\\') => {
                     self.bump();
-                    match self.peek() {
-                        Some('\n') => {
-                            self.bump();
-                        }
+                    match self.peek_raw() {
                         Some(c @ ('$' | '`' | '"' | '\\' | '}')) => {
-                            self.bump();
+                            self.bump_raw();
                             out.push_char(c);
                         }
                         _ => out.push_char('\\'),
@@ -760,7 +790,7 @@ impl Parser<'_> {
                 }
                 Some('"') => self.double_quoted(out)?,
                 Some('$') => self.dollar(true, false, &mut flags, out)?,
-                Some('`') => return bash(self.line, "command substitution `…`"),
+                Some('`') => return bash(self.here(), "command substitution `…`"),
                 Some(c) => {
                     self.bump();
                     out.push_char(c);
@@ -791,7 +821,7 @@ impl Parser<'_> {
         flags: &mut WordFlags,
         out: &mut Pieces,
     ) -> Result<(), Stop> {
-        let line = self.line;
+        let line = self.here();
         self.bump();
         match self.peek() {
             Some('{') => {
@@ -1128,6 +1158,23 @@ mod tests {
         assert_eq!(value("A=\"English (US)\"", "A"), "English (US)");
         // A backslash at the very end of the file is kept.
         assert_eq!(value("A=x\\", "A"), "x\\");
+    }
+
+    #[test]
+    fn line_continuation_is_removed_everywhere_but_single_quotes_and_comments() {
+        assert_eq!(value("A=$HO\\\nME", "A"), "/home/u");
+        assert_eq!(value("A=${HO\\\nME:\\\n-x}", "A"), "/home/u");
+        assert_eq!(value("A\\\n=1", "A"), "1");
+        assert_eq!(value("B\\\n+=2", "B"), "2");
+        assert_eq!(value("AB=1\nA=$A\\\nB", "A"), "1");
+        assert_eq!(value("A=~\\\n/x", "A"), "/home/u/x");
+        assert_eq!(value("A=\"a\\\nb\"", "A"), "ab");
+        assert_eq!(value("A='x\\\ny'", "A"), "x\\\ny");
+        assert_eq!(assigned("# c \\\nA=1"), pairs(&[("A", "1")]));
+        // An escaped backslash before a newline is no continuation.
+        assert_eq!(assigned("A=\\\\\nB=2"), pairs(&[("A", "\\"), ("B", "2")]));
+        assert_eq!(value("A=\"\\\\\n\"", "A"), "\\\n");
+        assert_eq!(needs_bash("A=$\\\n*").1, "special parameter $*");
     }
 
     #[test]
