@@ -280,3 +280,107 @@ fn later_files_see_earlier_ones_on_both_paths() {
         ]
     );
 }
+
+/// Random concatenations of shell fragments: whenever the parser calls a file static, bash must
+/// agree on every value and on the number of warnings; whenever it reports a syntax error, bash
+/// must fail too. `PIGEN_PARITY_SEED` / `PIGEN_PARITY_CASES` run other or more cases.
+#[test]
+fn random_files_agree_with_bash() {
+    let pool = [
+        "A=",
+        "B=",
+        "C+=",
+        " ",
+        ";",
+        "\n",
+        "'x y'",
+        "$HOME",
+        "${U:-w}",
+        "${HOME:+p}",
+        "${E-d}",
+        "~",
+        ":",
+        "\\",
+        "#",
+        "\"a b\"",
+        "export ",
+        "readonly ",
+        "$",
+        "x",
+        "{",
+        "/",
+        "$A",
+        "${B}",
+        "\\\n",
+        "=",
+        "~/",
+        "a,b",
+        "*",
+        "\"${U:-'q'}\"",
+        "'}'",
+        "\\\"",
+        "$E",
+        "\t",
+        "-",
+        "readonly A=1\n",
+        "B=$A ",
+        "\"${E:-~/x}\"",
+        "${U:-~/a:~}",
+        "${U:-\"x}\"}",
+        "\"$A$B\"",
+        "\"\\$\\\\\"",
+        "${HOME-${U:-z}}",
+        "A=~",
+        "\"\\\n\"",
+        "ü",
+        "$HOME_",
+        "\"${U:-\\}}\"",
+        "'\\'",
+        "\r",
+        "\"",
+        "'",
+        "${U:-",
+    ];
+    let number = |var: &str, default: u64| {
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut state = number("PIGEN_PARITY_SEED", 0x5eed_cafe).max(1);
+    let cases = number("PIGEN_PARITY_CASES", 300);
+    let mut random = move |n: usize| {
+        // xorshift64: deterministic, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let env = env_of(&[("HOME", "/h"), ("E", ""), ("PATH", "/bin")]);
+    let lookup = |name: &str| env.get(name).cloned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("random.cfg");
+    let mut compared = 0;
+    for _ in 0..cases {
+        let mut text = String::from(if random(2) == 0 { "A=" } else { "" });
+        for _ in 0..1 + random(10) {
+            text.push_str(pool[random(pool.len())]);
+        }
+        std::fs::write(&path, &text).unwrap();
+        match parse::parse(&text, &path, &lookup) {
+            Ok(Parsed::Static(_)) => {
+                assert_parity(&path, &env);
+                compared += 1;
+            }
+            Ok(Parsed::NeedsBash { .. }) => {}
+            Err(e) => assert!(
+                eval::source_fragment(&path, &env).is_err(),
+                "{text:?}: the parser says {e}, bash accepts it"
+            ),
+        }
+    }
+    assert!(
+        compared * 5 >= cases as usize,
+        "only {compared} static files of {cases}"
+    );
+}
