@@ -18,6 +18,8 @@
 //! - inside `"${X:-word}"`, single quotes are literal, `\}` is an escaped `}` and nested double
 //!   quotes quote;
 //! - the first unquoted `}` ends a `${…}` (braces are not counted);
+//! - backslash-newline disappears before tokenizing (`$HO\⏎ME` is `$HOME`), except inside
+//!   single quotes, in comments and after an escaping backslash;
 //! - a backslash at the very end of the file is a literal backslash;
 //! - assigning to a readonly variable in an assignment statement fails, and bash then skips the
 //!   rest of that line; `export`/`readonly` only fail for that one name.
