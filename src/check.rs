@@ -22,13 +22,13 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::config::resolve::stage_name;
 use crate::config::Config;
 use crate::error::ConfigError;
+use crate::exec::cmd::{Cmd, LogSink};
 
 /// pigen's own tool list: the `depends` file at the root of pigen's source tree.
 pub const BUILTIN_DEPENDS: &str = include_str!("../depends");
@@ -529,14 +529,12 @@ fn nbd_in_modules(dir: &Path) -> bool {
 
 /// `apt-cache policy PACKAGE` has a candidate: Some(true/false); None when apt-cache failed.
 fn apt_has_candidate(package: &str) -> Option<bool> {
-    let out = Command::new("apt-cache")
+    let out = Cmd::new("apt-cache")
         .args(["policy", package])
         .env("LC_ALL", "C")
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let text = String::from_utf8_lossy(&out.stdout);
+        .output(&LogSink::default())
+        .ok()?;
+    let text = out.stdout;
     Some(
         text.lines()
             .filter_map(|l| l.trim().strip_prefix("Candidate:"))
@@ -1210,14 +1208,10 @@ pub fn install_packages(packages: &[String]) -> anyhow::Result<()> {
         bail!("installing packages needs root; run: sudo pigen check --install (or: sudo {line})");
     }
     let run = |args: &[&str]| -> anyhow::Result<()> {
-        let status = Command::new("apt-get")
+        Cmd::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .with_context(|| format!("cannot run apt-get {}", args.join(" ")))?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
-        }
+            .run(&LogSink::default(), |line| eprintln!("{line}"))?;
         Ok(())
     };
     run(&["update"])?;

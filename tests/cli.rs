@@ -1,4 +1,5 @@
 //! Binary-level tests: run the real `pigen`, compare exit codes and output.
+#![allow(clippy::disallowed_methods)] // tests start the real binary directly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

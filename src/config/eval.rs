@@ -13,11 +13,11 @@ use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Env;
 use crate::error::ConfigError;
+use crate::exec::cmd::{Cmd, CmdError, LogSink};
 
 /// What sourcing a fragment did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,27 +114,24 @@ pub fn source_fragment(path: &Path, env: &Env) -> Result<Sourced, ConfigError> {
         )));
     }
     let bash = bash_program();
-    let run_failed = |e: std::io::Error| {
+    let run_failed = |e: CmdError| {
         ConfigError::new(format!(
-            "{shown}: this config needs bash to evaluate it, but {} could not be run ({e}); \
+            "{shown}: this config needs bash to evaluate it, but {} could not be run ({}); \
              install bash or keep the config to plain assignments",
-            bash.display()
+            bash.display(),
+            e.how
         ))
     };
 
     // 1. Syntax. extglob only widens what parses, so an error here is an error in any case.
-    let check = Command::new(&bash)
+    let check = with_env(Cmd::new(&bash), env)
         .args(["--noprofile", "--norc", "-O", "extglob", "-n"])
         .arg(&given)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .any_code()
+        .output(&LogSink::default())
         .map_err(run_failed)?;
-    if !check.status.success() {
-        let stderr = String::from_utf8_lossy(&check.stderr);
+    if check.code != 0 {
+        let stderr = &check.stderr;
         let first = stderr
             .lines()
             .find(|l| !l.trim().is_empty())
@@ -153,18 +150,14 @@ pub fn source_fragment(path: &Path, env: &Env) -> Result<Sourced, ConfigError> {
             std::env::temp_dir().display()
         ))
     })?;
-    let output = Command::new(&bash)
+    let output = with_env(Cmd::new(&bash), env)
         .args(["--noprofile", "--norc", "-c", DRIVER, "pigen"])
         .arg(&data.path)
         .arg(&given)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .any_code()
+        .output(&LogSink::default())
         .map_err(run_failed)?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let bytes = std::fs::read(&data.path).map_err(|e| {
         ConfigError::new(format!(
@@ -174,12 +167,9 @@ pub fn source_fragment(path: &Path, env: &Env) -> Result<Sourced, ConfigError> {
     let snapshots = Snapshots::parse(&bytes);
 
     let Some((before, after)) = snapshots else {
-        let status = match output.status.code() {
-            Some(code) => format!("exit status {code}"),
-            None => "killed by a signal".to_string(),
-        };
+        let status = format!("exit status {}", output.code);
         let message = match lines.last() {
-            Some(last) if !output.status.success() => {
+            Some(last) if output.code != 0 => {
                 format!(
                     "{}; bash stopped sourcing the config there ({status})",
                     messages.rewrite(last)
@@ -340,6 +330,12 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// `cmd` with exactly `env` as its environment.
+fn with_env(cmd: Cmd, env: &Env) -> Cmd {
+    env.iter()
+        .fold(cmd.env_clear(), |cmd, (name, value)| cmd.env(name, value))
 }
 
 #[cfg(test)]

@@ -28,14 +28,12 @@ pub struct HostFacts {
 
 impl HostFacts {
     pub fn gather(base_dir: &Path) -> HostFacts {
-        let git_hash = std::process::Command::new("git")
+        let git_hash = crate::exec::Cmd::new("git")
             .args(["rev-parse", "HEAD"])
             .current_dir(base_dir)
-            .stderr(std::process::Stdio::null())
-            .output()
+            .output(&crate::exec::cmd::LogSink::default())
             .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .map(|o| o.stdout.trim().to_string())
             .filter(|h| !h.is_empty());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -61,6 +61,7 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     ok_codes: Vec<i32>,
+    any_code: bool,
 }
 
 /// What a successful command printed.
@@ -81,6 +82,7 @@ impl Cmd {
             cwd: None,
             stdin: None,
             ok_codes: vec![0],
+            any_code: false,
         }
     }
 
@@ -128,6 +130,13 @@ impl Cmd {
         self
     }
 
+    /// Every exit (even a signal, reported as 128 + signal) counts as success: for callers that
+    /// interpret the status and output themselves.
+    pub fn any_code(mut self) -> Cmd {
+        self.any_code = true;
+        self
+    }
+
     /// The command line as a shell would need it typed: for logs and errors.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -137,6 +146,7 @@ impl Cmd {
             .join(" ")
     }
 
+    #[allow(clippy::disallowed_methods)] // the one place that may
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
@@ -242,15 +252,16 @@ impl Cmd {
         status: ExitStatus,
         tail: impl FnOnce() -> Vec<String>,
     ) -> Result<i32, CmdError> {
+        use std::os::unix::process::ExitStatusExt;
         match status.code() {
-            Some(code) if self.ok_codes.contains(&code) => Ok(code),
+            Some(code) if self.any_code || self.ok_codes.contains(&code) => Ok(code),
+            None if self.any_code => Ok(128 + status.signal().unwrap_or(0)),
             Some(code) => Err(CmdError {
                 command: self.display(),
                 how: format!("exit code {code}"),
                 tail: tail(),
             }),
             None => {
-                use std::os::unix::process::ExitStatusExt;
                 let signal = status.signal().unwrap_or(0);
                 Err(CmdError {
                     command: self.display(),
