@@ -11,3 +11,5 @@ pub mod config;
 pub mod error;
 pub mod plan;
 pub mod scan;
+#[cfg(test)]
+pub(crate) mod test_support;
