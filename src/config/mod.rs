@@ -12,6 +12,9 @@ pub mod vars;
 
 pub use resolve::{Arch, Compression, Config, HostFacts, Var};
 
+#[cfg(test)]
+mod parity_tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
