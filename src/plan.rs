@@ -70,7 +70,7 @@ pub const SHARED_DEPLOY_FILES: &[&str] = &["SHA256SUMS"];
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub version: u32,
-    /// Output of the `EXPORT_IMAGE` / `EXPORT_NOOBS` fragments, prefixed with their path.
+    /// Output of the `EXPORT_IMAGE` / `EXPORT_NOOBS` fragments (`<path>: <line>`).
     pub warnings: Vec<String>,
     pub stages: Vec<StagePlan>,
     pub exports: Vec<ExportPlan>,
@@ -380,9 +380,7 @@ fn sourced_vars(fragment: &Fragment, errors: &mut Vec<String>) -> BTreeMap<Strin
 
 fn fragment_warnings(fragment: &Fragment, warnings: &mut Vec<String>) {
     if let Some(sourced) = &fragment.sourced {
-        for w in &sourced.warnings {
-            warnings.push(format!("{}: {w}", fragment.path.display()));
-        }
+        warnings.extend(sourced.warnings.iter().cloned());
     }
 }
 
@@ -1094,7 +1092,8 @@ mod tests {
                     Some(Skip::SkipStageList),
                     0
                 ),
-                // whole words: "stage2" in the list does not skip stage2a
+                // whole words: "stage2" in the list does not skip stage2a; its sub-stage's
+                // SKIP_IMAGES file means nothing
                 ("stage2a".into(), name("stage2"), None, 1),
                 (
                     "stage3".into(),
@@ -1316,6 +1315,31 @@ mod tests {
         let plan = plan_for(&config).unwrap();
         assert!(plan.exports.is_empty());
         assert_eq!(plan.step_ids(), ["stage0/00-x/00-packages"]);
+    }
+
+    #[test]
+    fn fragment_output_becomes_plan_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = dir.path().join("stages");
+        std::fs::create_dir_all(stages.join("stage0/00-x")).unwrap();
+        std::fs::create_dir_all(stages.join("export-image/00-y")).unwrap();
+        let fragment = stages.join("stage0/EXPORT_IMAGE");
+        std::fs::write(
+            &fragment,
+            "echo \"exporting ${EXPORT_DIR##*/}\"\nIMG_SUFFIX=-x\n",
+        )
+        .unwrap();
+        let config = config_at(dir.path(), &[("STAGE_LIST", "stage0")]);
+        let plan = plan_for(&config).unwrap();
+        assert_eq!(
+            plan.warnings,
+            [format!("{}: exporting stage0", fragment.display())]
+        );
+        assert_eq!(plan.exports[0].img_suffix, "-x");
+        assert!(plan.to_string().starts_with(&format!(
+            "warning: {}: exporting stage0\n",
+            fragment.display()
+        )));
     }
 
     #[test]
