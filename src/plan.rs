@@ -1318,6 +1318,31 @@ mod tests {
     }
 
     #[test]
+    fn missing_export_noobs_directory_is_an_error_unless_use_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = dir.path().join("stages");
+        std::fs::create_dir_all(stages.join("stage0")).unwrap();
+        std::fs::create_dir_all(stages.join("export-image/00-y")).unwrap();
+        std::fs::write(stages.join("stage0/EXPORT_IMAGE"), "IMG_SUFFIX=-x\n").unwrap();
+        std::fs::write(stages.join("stage0/EXPORT_NOOBS"), "NOOBS_NAME=n\n").unwrap();
+        let config = config_at(dir.path(), &[("STAGE_LIST", "stage0")]);
+        let err = plan_for(&config).unwrap_err();
+        assert_eq!(
+            err.0,
+            [format!(
+                "{}: export-noobs directory not found, but stage0 has EXPORT_NOOBS; put the export-noobs stage there, remove {} or add stage0 to SKIP_IMAGES_LIST",
+                stages.join("export-noobs").display(),
+                stages.join("stage0/EXPORT_NOOBS").display()
+            )]
+        );
+        let config = config_at(dir.path(), &[("STAGE_LIST", "stage0"), ("USE_QEMU", "1")]);
+        let plan = plan_for(&config).unwrap();
+        assert_eq!(plan.exports[0].img_suffix, "-x");
+        let noobs = plan.exports[0].noobs.as_ref().unwrap();
+        assert_eq!(noobs.stage.skipped, Some(Skip::UseQemu));
+    }
+
+    #[test]
     fn fragment_output_becomes_plan_warnings() {
         let dir = tempfile::tempdir().unwrap();
         let stages = dir.path().join("stages");
