@@ -12,3 +12,5 @@ pub mod error;
 pub mod exec;
 pub mod plan;
 pub mod scan;
+#[cfg(test)]
+pub(crate) mod test_support;
