@@ -142,8 +142,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plan { config, json } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
-            let _ = (cfg, json);
-            anyhow::bail!("pigen plan is not wired yet")
+            let plan = make_plan(&cfg, &env, quiet)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &plan)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{plan}")?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, install } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
@@ -162,13 +169,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             install_deps,
         } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
+            let plan = make_plan(&cfg, &env, quiet)?;
             check_apt_proxy(&cfg)?;
             let report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
             if report.would_fail() {
                 eprint!("{report}");
                 anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
             }
-            let _ = resume;
+            let _ = (resume, plan);
             anyhow::bail!("running stages is not implemented in this version of pigen; `pigen plan` shows what would run")
         }
     }
@@ -219,6 +227,18 @@ pub fn load_config(
         }
     }
     Ok(cfg)
+}
+
+/// Scans the stage trees and plans the build; prints the plan's warnings (fragment output).
+fn make_plan(cfg: &Config, env: &Env, quiet: bool) -> anyhow::Result<crate::plan::Plan> {
+    let scanned = crate::scan::scan(cfg, env)?;
+    let plan = crate::plan::plan(cfg, &scanned)?;
+    if !quiet {
+        for warning in &plan.warnings {
+            eprintln!("pigen: warning: {warning}");
+        }
+    }
+    Ok(plan)
 }
 
 /// The original refused to start when `curl APT_PROXY` failed; so do we, before touching disk.

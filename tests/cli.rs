@@ -291,3 +291,114 @@ fn base_dir_is_found_from_a_subdirectory_or_given() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn pigen_in_fixtures(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pigen"))
+        .arg("--base-dir")
+        .arg(fixtures())
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1764288000")
+        .env_remove("IMG_NAME")
+        .output()
+        .unwrap()
+}
+
+const FIXTURE_SETS: &[&str] = &[
+    "--set",
+    "IMG_NAME=fx",
+    "--set",
+    "RELEASE=bookworm",
+    "--set",
+    "TARGET_RASPI=0",
+    "--set",
+    "TARGET_ARCH=amd64",
+    "--set",
+    "SKIP_IMAGES_LIST=stage5",
+];
+
+#[test]
+fn plan_lists_steps_in_build_sh_order() {
+    let mut args = vec!["plan"];
+    args.extend_from_slice(FIXTURE_SETS);
+    let out = pigen_in_fixtures(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("  stage0/"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "stage0/prerun.sh",
+            "stage0/00-configure/00-debconf",
+            "stage0/00-configure/00-packages-sys-debian-bookworm-amd64",
+            "stage0/00-configure/00-packages-nr-bookworm",
+            "stage0/00-configure/00-packages",
+            "stage0/00-configure/00-patches",
+            "stage0/00-configure/00-run.sh",
+            "stage0/00-configure/00-run-chroot.sh",
+            "stage0/00-configure/01-run.sh",
+            "stage0/00-configure/02-patches",
+            "stage0/00-configure/02-run-chroot.sh",
+        ]
+    );
+}
+
+#[test]
+fn plan_json_shape() {
+    let mut args = vec!["plan", "--json"];
+    args.extend_from_slice(FIXTURE_SETS);
+    let out = pigen_in_fixtures(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["version"], 1);
+    let stages = plan["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["stage0", "stage1", "stage2", "stage2a", "stage3", "stage4", "stage5"]
+    );
+    assert_eq!(stages[0]["parent"], serde_json::Value::Null);
+    assert_eq!(stages[1]["parent"], "stage0");
+    assert_eq!(stages[4]["skipped"]["reason"], "skip_file");
+    let step = &stages[0]["steps"][2];
+    assert_eq!(
+        step["id"],
+        "stage0/00-configure/00-packages-sys-debian-bookworm-amd64"
+    );
+    assert_eq!(step["kind"], "packages");
+    assert_eq!(step["list"], "sys");
+    assert_eq!(step["recommends"], false);
+    assert_eq!(step["packages"][0], "debian-release-arch");
+    let exports = plan["exports"].as_array().unwrap();
+    assert_eq!(exports[0]["stage"], "stage2");
+    assert_eq!(exports[0]["img_suffix"], "-lite");
+    assert_eq!(exports[0]["name"], "2025-11-28-fx-lite");
+    assert!(exports[0]["deploy_files"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("image_2025-11-28-fx-lite.zip")));
+}
+
+#[test]
+fn plan_refuses_colliding_exports() {
+    let out = pigen_in_fixtures(&["plan", "--set", "IMG_NAME=fx", "--set", "RELEASE=bookworm"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("pigen: error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("exports of stage2 and stage5 would both deploy"),
+        "{err}"
+    );
+}
