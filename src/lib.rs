@@ -12,5 +12,6 @@ pub mod error;
 pub mod exec;
 pub mod plan;
 pub mod scan;
+pub mod storage;
 #[cfg(test)]
 pub(crate) mod test_support;
