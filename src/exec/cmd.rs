@@ -62,6 +62,8 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     ok_codes: Vec<i32>,
     any_code: bool,
+    step: bool,
+    die_with_parent: bool,
 }
 
 /// What a successful command printed.
@@ -83,6 +85,8 @@ impl Cmd {
             stdin: None,
             ok_codes: vec![0],
             any_code: false,
+            step: false,
+            die_with_parent: false,
         }
     }
 
@@ -137,6 +141,28 @@ impl Cmd {
         self
     }
 
+    /// A build step: runs in its own process group, to which the build's stop signals are
+    /// forwarded (see `exec::signals`), so Ctrl-C stops the step and pigen can clean up.
+    pub fn step(mut self) -> Cmd {
+        self.step = true;
+        self
+    }
+
+    /// SIGKILL the command when pigen dies, however it dies (PR_SET_PDEATHSIG).
+    pub fn die_with_parent(mut self) -> Cmd {
+        self.die_with_parent = true;
+        self
+    }
+
+    /// Starts with the terminal (stdin, stdout, stderr inherited) and returns the child, for
+    /// callers that need its pid while it runs.
+    pub fn spawn_interactive(&self, log: &LogSink) -> Result<std::process::Child, CmdError> {
+        log.line(&format!("+ {}", self.display()));
+        let mut command = self.command();
+        command.stdin(Stdio::inherit());
+        command.spawn().map_err(|e| self.spawn_error(e))
+    }
+
     /// The command line as a shell would need it typed: for logs and errors.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -162,6 +188,19 @@ impl Cmd {
         } else {
             Stdio::null()
         });
+        use std::os::unix::process::CommandExt;
+        if self.step {
+            command.process_group(0);
+        }
+        if self.die_with_parent {
+            // Runs between fork and exec: only async-signal-safe calls.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         command
     }
 
@@ -176,6 +215,7 @@ impl Cmd {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
+        self.spawned(&child);
         let stdin_writer = self.feed_stdin(&mut child);
         let stderr = child.stderr.take().expect("piped stderr");
         let stderr_thread = std::thread::spawn(move || {
@@ -191,6 +231,7 @@ impl Cmd {
             .read_to_end(&mut stdout_bytes);
         let stderr_bytes = stderr_thread.join().unwrap_or_default();
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        self.reaped();
         if let Some(t) = stdin_writer {
             let _ = t.join();
         }
@@ -217,6 +258,7 @@ impl Cmd {
         let mut command = self.command();
         command.stdout(writer).stderr(writer2);
         let mut child = command.spawn().map_err(|e| self.spawn_error(e))?;
+        self.spawned(&child);
         drop(command); // closes our copies of the pipe's write end
         let stdin_writer = self.feed_stdin(&mut child);
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
@@ -232,10 +274,46 @@ impl Cmd {
             tail.push_back(line.to_string());
         }
         let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        self.reaped();
         if let Some(t) = stdin_writer {
             let _ = t.join();
         }
         self.check(status, || tail.into_iter().collect())
+    }
+
+    /// Runs with the terminal: stdin, stdout and stderr inherited (an interactive shell, or the
+    /// build process itself under `exec::namespace`). Returns the exit code (128 + signal).
+    pub fn run_interactive(&self, log: &LogSink) -> Result<i32, CmdError> {
+        log.line(&format!("+ {}", self.display()));
+        let mut command = self.command();
+        command.stdin(Stdio::inherit());
+        let mut child = command.spawn().map_err(|e| self.spawn_error(e))?;
+        let status = child.wait().map_err(|e| self.spawn_error(e))?;
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        if self.any_code || self.ok_codes.contains(&code) {
+            Ok(code)
+        } else {
+            Err(CmdError {
+                command: self.display(),
+                how: format!("exit code {code}"),
+                tail: Vec::new(),
+            })
+        }
+    }
+
+    fn spawned(&self, child: &std::process::Child) {
+        if self.step {
+            super::signals::set_step_group(Some(nix::unistd::Pid::from_raw(child.id() as i32)));
+        }
+    }
+
+    fn reaped(&self) {
+        if self.step {
+            super::signals::set_step_group(None);
+        }
     }
 
     fn feed_stdin(&self, child: &mut std::process::Child) -> Option<std::thread::JoinHandle<()>> {

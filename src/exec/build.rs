@@ -1,0 +1,372 @@
+//! The executor: runs exactly the plan's steps, stage after stage, each on its own stage root.
+//! Runs inside the build's namespaces (`exec::namespace`), as root.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::buildlog::BuildLog;
+use super::cmd::{Cmd, CmdError};
+use super::env::StageVars;
+use super::pending::{
+    apt_install_script, chroot_script_cmd, debconf_script, layer_full_message, open_store,
+    script_env, ResolvConfGuard,
+};
+use super::signals;
+use super::state::{BuildState, StageStatus};
+use crate::config::{Config, Env};
+use crate::error::ConfigError;
+use crate::plan::{Plan, StagePlan, Step, StepKind};
+use crate::storage::{AttachedRoot, StageStore};
+
+/// How a build ended badly; the CLI maps these to exit codes and messages.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A step failed: exit 1.
+    #[error("step {step} failed")]
+    Step {
+        step: String,
+        error: CmdError,
+        hint: Option<String>,
+    },
+    /// Stopped by a signal: exit 130 (SIGINT) or 128 + signal.
+    #[error("interrupted by {signal}")]
+    Interrupted { signal: nix::sys::signal::Signal },
+    /// Bad input found before any work (missing images of skipped stages, --continue with a
+    /// different configuration): exit 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub struct BuildOptions {
+    pub resume: bool,
+}
+
+/// Which stages are built now and which reuse an existing root.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StageAction {
+    Build,
+    /// Skipped by the plan (list or `SKIP` file): its root must exist when something needs it.
+    ReuseSkipped,
+    /// Finished in an earlier run continued with `--continue`.
+    ReuseDone,
+}
+
+/// Decides per stage, before any work. A qcow2 layer is only valid on top of the parent it was
+/// built on, so once a stage is rebuilt every later stage is rebuilt too; a stage skipped after
+/// a rebuilt one is refused (its overlay would no longer match).
+pub fn stage_actions(
+    plan: &Plan,
+    state: Option<&BuildState>,
+    store: &dyn StageStore,
+    layered: bool,
+) -> Result<Vec<StageAction>, ConfigError> {
+    let mut actions = Vec::new();
+    let mut errors = Vec::new();
+    let mut rebuilt: Option<&str> = None;
+    for stage in &plan.stages {
+        let action = if stage.skipped.is_some() {
+            if let (true, Some(parent)) = (layered, rebuilt) {
+                errors.push(format!(
+                    "stage {} is skipped but {parent} before it is rebuilt: its qcow2 layer sits on {parent}'s old image and would no longer match; skip {parent} too, or stop skipping {}",
+                    stage.name, stage.name
+                ));
+            }
+            StageAction::ReuseSkipped
+        } else if rebuilt.is_none()
+            && state.is_some_and(|s| s.is_done(&stage.name))
+            && store.exists(&stage.name)
+        {
+            StageAction::ReuseDone
+        } else {
+            rebuilt = Some(&stage.name);
+            StageAction::Build
+        };
+        actions.push(action);
+    }
+    // A reused root must exist when a later stage builds on it or it is exported.
+    for (i, stage) in plan.stages.iter().enumerate() {
+        if actions[i] == StageAction::Build || store.exists(&stage.name) {
+            continue;
+        }
+        let child_builds = actions.get(i + 1) == Some(&StageAction::Build);
+        let exported = plan.exports.iter().any(|e| e.stage == stage.name);
+        if child_builds || exported {
+            let why = if child_builds {
+                "the next stage builds on it"
+            } else {
+                "it is exported"
+            };
+            errors.push(format!(
+                "stage {} is skipped but {} does not exist ({why}); build it once without skipping it",
+                stage.name,
+                store.location(&stage.name).display()
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(actions)
+    } else {
+        Err(ConfigError(errors))
+    }
+}
+
+pub fn run_build(
+    config: &Config,
+    plan: &Plan,
+    process_env: &Env,
+    options: &BuildOptions,
+    log: &BuildLog,
+) -> Result<(), BuildError> {
+    let work_dir = &config.work_dir;
+    let store = open_store(config)?;
+    let previous = BuildState::load(work_dir)?;
+    if options.resume {
+        if let Some(previous) = &previous {
+            let changes = previous.config_changes(config);
+            if !changes.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "--continue: the configuration changed since the interrupted build ({}); run without --continue to rebuild",
+                    changes.join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    let resume_from = if options.resume {
+        previous.as_ref()
+    } else {
+        None
+    };
+    let layered = config.get("STAGE_STORE") == "qcow2";
+    let actions = stage_actions(plan, resume_from, store.as_ref(), layered)?;
+
+    let mut state = BuildState::new(config);
+    if let Some(previous) = resume_from {
+        state.img_date = previous.img_date.clone();
+    }
+    for (stage, action) in plan.stages.iter().zip(&actions) {
+        if *action == StageAction::ReuseDone {
+            state.stages.insert(stage.name.clone(), StageStatus::Done);
+        }
+    }
+    state.save(work_dir)?;
+
+    log.line(&format!("Begin {}", config.base_dir.display()));
+    for (i, (stage, action)) in plan.stages.iter().zip(&actions).enumerate() {
+        let prev = i.checked_sub(1).map(|p| &plan.stages[p]);
+        match action {
+            StageAction::ReuseSkipped => {
+                log.line(&format!(
+                    "Skip {} ({})",
+                    stage.name,
+                    stage
+                        .skipped
+                        .as_ref()
+                        .map_or(String::new(), |s| s.to_string())
+                ));
+                continue;
+            }
+            StageAction::ReuseDone => {
+                log.line(&format!(
+                    "Reuse {} (finished before; --continue)",
+                    stage.name
+                ));
+                continue;
+            }
+            StageAction::Build => {}
+        }
+        state
+            .stages
+            .insert(stage.name.clone(), StageStatus::Building);
+        // Later stages sit on this one: whatever they were, they are stale now.
+        for later in &plan.stages[i + 1..] {
+            state.stages.remove(&later.name);
+        }
+        state.save(work_dir)?;
+        build_stage(config, stage, prev, store.as_ref(), process_env, log)?;
+        state.stages.insert(stage.name.clone(), StageStatus::Done);
+        state.save(work_dir)?;
+    }
+    log.line(&format!("End {}", config.base_dir.display()));
+    Ok(())
+}
+
+fn stage_vars(stage: &StagePlan, prev: Option<&StagePlan>) -> StageVars {
+    StageVars {
+        stage: stage.name.clone(),
+        stage_dir: stage.dir.clone(),
+        stage_work_dir: stage.work_dir.clone(),
+        rootfs_dir: stage.rootfs_dir.clone(),
+        prev_stage: prev.map(|p| p.name.clone()),
+        prev_stage_dir: prev.map(|p| p.dir.clone()),
+        prev_rootfs_dir: prev.map(|p| p.rootfs_dir.clone()),
+        ..StageVars::default()
+    }
+}
+
+fn build_stage(
+    config: &Config,
+    stage: &StagePlan,
+    prev: Option<&StagePlan>,
+    store: &dyn StageStore,
+    process_env: &Env,
+    log: &BuildLog,
+) -> Result<(), BuildError> {
+    log.begin(&stage.name);
+    std::fs::create_dir_all(&stage.work_dir)
+        .with_context(|| format!("creating {}", stage.work_dir.display()))?;
+    let root = store
+        .create(
+            &stage.name,
+            prev.map(|p| p.name.as_str()),
+            &stage.rootfs_dir,
+        )
+        .with_context(|| format!("preparing the root filesystem of {}", stage.name))?;
+    let env = script_env(config, process_env, &stage_vars(stage, prev));
+    let resolv = ResolvConfGuard::install(&stage.rootfs_dir)?;
+    let result = stage
+        .steps
+        .iter()
+        .try_for_each(|step| run_step(step, &env, log, root.as_ref(), &stage.name));
+    // Always put resolv.conf back and release the root, then report the first failure.
+    let resolv_result = resolv.finish();
+    let finish_result = root.finish();
+    result?;
+    resolv_result?;
+    finish_result?;
+    log.end(&stage.name);
+    Ok(())
+}
+
+fn run_step(
+    step: &Step,
+    env: &Env,
+    log: &BuildLog,
+    root: &dyn AttachedRoot,
+    stage: &str,
+) -> Result<(), BuildError> {
+    if let Some(signal) = signals::received() {
+        return Err(BuildError::Interrupted { signal });
+    }
+    if let Some(skip) = &step.skipped {
+        log.line(&format!("Skip {} ({skip})", step.id));
+        return Ok(());
+    }
+    log.begin(&step.id);
+    let result = match &step.kind {
+        StepKind::Prerun | StepKind::RunHost => run(host_script(step, env), log),
+        StepKind::RunChroot => {
+            let script = std::fs::read_to_string(&step.path)
+                .with_context(|| format!("reading {}", step.path.display()))?;
+            run(chroot_script_cmd(env, &script).current_dir(&step.cwd), log)
+        }
+        StepKind::Debconf => {
+            let content = std::fs::read_to_string(&step.path)
+                .with_context(|| format!("reading {}", step.path.display()))?;
+            run(
+                chroot_script_cmd(env, &debconf_script(&content)).current_dir(&step.cwd),
+                log,
+            )
+        }
+        StepKind::Packages {
+            packages,
+            recommends,
+            file,
+            ..
+        } => {
+            if packages.is_empty() {
+                log.line(&format!("{file}: empty list, nothing to install"));
+                Ok(())
+            } else {
+                run(
+                    chroot_script_cmd(env, &apt_install_script(packages, *recommends))
+                        .current_dir(&step.cwd),
+                    log,
+                )
+            }
+        }
+        StepKind::Patches { edit, .. } => run_quilt(step, *edit, env, log),
+        StepKind::SubStage => Ok(()),
+    };
+    if let Err(error) = result {
+        if let Some(signal) = signals::received() {
+            return Err(BuildError::Interrupted { signal });
+        }
+        let hint = root
+            .usage()
+            .ok()
+            .and_then(|(used, total)| layer_full_message(stage, used, total));
+        return Err(BuildError::Step {
+            step: step.id.clone(),
+            error,
+            hint,
+        });
+    }
+    log.end(&step.id);
+    Ok(())
+}
+
+fn with_env(cmd: Cmd, env: &Env) -> Cmd {
+    env.iter()
+        .fold(cmd.env_clear(), |cmd, (name, value)| cmd.env(name, value))
+}
+
+/// `prerun.sh` / `NN-run.sh`: executed directly (their shebang decides), in their directory.
+fn host_script(step: &Step, env: &Env) -> Cmd {
+    with_env(Cmd::new(&step.path), env).current_dir(&step.cwd)
+}
+
+fn run(cmd: Cmd, log: &BuildLog) -> Result<(), CmdError> {
+    cmd.step()
+        .run(log.sink(), |line| log.output_line(line))
+        .map(|_| ())
+}
+
+/// `NN-patches`: quilt in `STAGE_WORK_DIR`, bookkeeping in `<sub-stage>-pc` linked as `.pc`.
+fn run_quilt(step: &Step, edit: bool, env: &Env, log: &BuildLog) -> Result<(), CmdError> {
+    let work = &step.cwd;
+    let sub_stage = step.sub_stage.as_deref().unwrap_or("patches");
+    let pc = format!("{sub_stage}-pc");
+    let setup = format!(
+        "set -e; rm -rf .pc ./*-pc; mkdir -p {pc}; ln -snf {pc} .pc",
+        pc = crate::cli::shell_quote(&pc)
+    );
+    let quilt = |args: &[&str]| {
+        with_env(Cmd::new("quilt"), env)
+            .args(args)
+            .env("QUILT_PATCHES", &step.path)
+            .current_dir(work)
+    };
+    run(
+        with_env(Cmd::new("bash"), env)
+            .args(["-c", &setup])
+            .current_dir(work),
+        log,
+    )?;
+    run(quilt(&["upgrade"]), log)?;
+    if edit {
+        if !std::io::stdin().is_terminal() {
+            return Err(CmdError {
+                command: format!("quilt (EDIT file in {})", step.path.display()),
+                how: "an EDIT file asks for an interactive shell to edit the patches, but stdin is not a terminal; run pigen from a terminal or remove the EDIT file".into(),
+                tail: Vec::new(),
+            });
+        }
+        log.line("Dropping into bash to edit patches...");
+        with_env(Cmd::new("bash"), env)
+            .env("QUILT_PATCHES", &step.path)
+            .current_dir(work)
+            .any_code()
+            .run_interactive(log.sink())?;
+    }
+    run(quilt(&["push", "-a"]).ok_codes(&[0, 2]), log)
+}
+
+/// Where a failed build's log is, for messages.
+pub fn log_hint(path: &Path) -> String {
+    format!("full output in {}", path.display())
+}

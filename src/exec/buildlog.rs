@@ -1,0 +1,127 @@
+//! `WORK_DIR/build.log` and what the terminal shows while a build runs.
+//!
+//! The log gets timestamped `Begin`/`End` lines per step (as the original's `log`) and the full
+//! output of every command. The terminal gets an indicatif line (stage, step, elapsed time, last
+//! output line) when stderr is a terminal; otherwise plain timestamped `Begin`/`End` lines.
+
+use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::cmd::LogSink;
+
+/// How much the terminal shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    /// Command output too.
+    Verbose,
+}
+
+pub struct BuildLog {
+    path: PathBuf,
+    sink: LogSink,
+    verbosity: Verbosity,
+    bar: Option<ProgressBar>,
+    step_started: std::cell::Cell<Instant>,
+}
+
+/// `HH:MM:SS` (UTC) for log lines.
+pub fn clock() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+impl BuildLog {
+    pub fn open(path: &Path, verbosity: Verbosity) -> anyhow::Result<BuildLog> {
+        let file: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the build log {}", path.display()))?;
+        let bar = (verbosity == Verbosity::Normal && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg:.dim}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Ok(BuildLog {
+            path: path.to_path_buf(),
+            sink: LogSink::new(file),
+            verbosity,
+            bar,
+            step_started: std::cell::Cell::new(Instant::now()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where commands copy their output.
+    pub fn sink(&self) -> &LogSink {
+        &self.sink
+    }
+
+    /// A timestamped line in the log and on the terminal.
+    pub fn line(&self, message: &str) {
+        let line = format!("[{}] {message}", clock());
+        self.sink.line(&line);
+        match &self.bar {
+            Some(bar) => bar.println(&line),
+            None if self.verbosity != Verbosity::Quiet => println!("{line}"),
+            None => {}
+        }
+    }
+
+    pub fn begin(&self, what: &str) {
+        self.step_started.set(Instant::now());
+        if let Some(bar) = &self.bar {
+            bar.set_prefix(what.to_string());
+            bar.set_message("");
+        }
+        self.line(&format!("Begin {what}"));
+    }
+
+    pub fn end(&self, what: &str) {
+        let took = self.step_started.get().elapsed().as_secs();
+        self.line(&format!("End {what} ({took} s)"));
+    }
+
+    /// For `Cmd::run`: the last output line on the progress display, or every line in verbose
+    /// mode. (The log itself gets them from the sink.)
+    pub fn output_line(&self, line: &str) {
+        match (&self.bar, self.verbosity) {
+            (Some(bar), _) => bar.set_message(line.chars().take(200).collect::<String>()),
+            (None, Verbosity::Verbose) => println!("{line}"),
+            _ => {}
+        }
+    }
+
+    /// Prints above the progress line (warnings, failures).
+    pub fn eprintln(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
