@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use crate::config::resolve::stage_name;
-use crate::config::Config;
+use crate::config::{Arch, Config};
 use crate::error::ConfigError;
 use crate::exec::cmd::{Cmd, LogSink};
 
@@ -410,46 +410,7 @@ impl HostProbe {
             .filter_map(|t| find_tool(t, &paths.tool_dirs).map(|p| (t.to_string(), p)))
             .collect();
 
-        let binfmt_dir = paths.under(BINFMT_DIR);
-        let binfmt_mounted = binfmt_dir.join("status").exists();
-        let binfmt_handlers = if binfmt_mounted {
-            read_dir_names(&binfmt_dir)
-                .into_iter()
-                .filter(|n| n != "status" && n != "register")
-                .filter_map(|n| {
-                    let content = std::fs::read_to_string(binfmt_dir.join(&n)).ok()?;
-                    Some((n, content))
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
-
-        let mut binfmt_confs = BTreeMap::new();
-        for dir in BINFMT_D_DIRS {
-            for file in read_dir_names(&paths.under(dir)) {
-                let Some(name) = file.strip_suffix(".conf") else {
-                    continue;
-                };
-                if !name.starts_with("qemu-") || binfmt_confs.contains_key(name) {
-                    continue;
-                }
-                let path = Path::new(dir).join(&file);
-                if let Ok(content) = std::fs::read_to_string(paths.under(dir).join(&file)) {
-                    binfmt_confs.insert(name.to_string(), BinfmtConf { path, content });
-                }
-            }
-        }
-        let binfmt_support_formats = read_dir_names(&paths.under(BINFMTS_SUPPORT_DIR))
-            .into_iter()
-            .filter(|n| n.starts_with("qemu-"))
-            .filter_map(|n| {
-                let content =
-                    std::fs::read_to_string(paths.under(BINFMTS_SUPPORT_DIR).join(&n)).ok()?;
-                Some((n, content))
-            })
-            .collect();
-
+        let binfmt = BinfmtFacts::gather(paths);
         let nbd_module = if paths.under("/sys/module/nbd").exists() {
             NbdModule::Loaded
         } else if nbd_in_modules(&paths.under("/lib/modules").join(&kernel_release)) {
@@ -486,16 +447,122 @@ impl HostProbe {
             kernel_release,
             euid,
             tools,
-            binfmt_mounted,
-            binfmt_handlers,
-            binfmt_confs,
-            binfmt_support_formats,
+            binfmt_mounted: binfmt.mounted,
+            binfmt_handlers: binfmt.handlers,
+            binfmt_confs: binfmt.confs,
+            binfmt_support_formats: binfmt.support_formats,
             loop_control: paths.under("/dev/loop-control").exists(),
             dev_fuse: paths.under("/dev/fuse").exists(),
             nbd_device: paths.under("/dev/nbd0").exists(),
             nbd_module,
             free_space,
             qemu_user_static_in_apt,
+        }
+    }
+}
+
+impl HostProbe {
+    /// Only what the emulation check needs for `arch` (see [`emulation_report`]): machine,
+    /// the emulator and `update-binfmts` on PATH, binfmt_misc state; every other fact is
+    /// left empty. Used when a build starts, by `exec::chroot::ensure_binfmt`.
+    pub fn for_emulation(paths: &HostPaths, arch: Arch) -> HostProbe {
+        let (machine, kernel_release) = match nix::sys::utsname::uname() {
+            Ok(u) => (
+                u.machine().to_string_lossy().into_owned(),
+                u.release().to_string_lossy().into_owned(),
+            ),
+            Err(_) => (std::env::consts::ARCH.to_string(), String::new()),
+        };
+        let emulators = emulator_tools(arch.qemu_name());
+        let tools: BTreeMap<String, PathBuf> = emulators
+            .iter()
+            .map(String::as_str)
+            .chain(["update-binfmts"])
+            .filter_map(|t| find_tool(t, &paths.tool_dirs).map(|p| (t.to_string(), p)))
+            .collect();
+        let emulator_missing =
+            !arch.runs_natively_on(&machine) && !emulators.iter().any(|t| tools.contains_key(t));
+        let binfmt = BinfmtFacts::gather(paths);
+        HostProbe {
+            machine,
+            kernel_release,
+            euid: nix::unistd::geteuid().as_raw(),
+            tools,
+            binfmt_mounted: binfmt.mounted,
+            binfmt_handlers: binfmt.handlers,
+            binfmt_confs: binfmt.confs,
+            binfmt_support_formats: binfmt.support_formats,
+            loop_control: false,
+            dev_fuse: false,
+            nbd_device: false,
+            nbd_module: NbdModule::Absent,
+            free_space: None,
+            qemu_user_static_in_apt: if emulator_missing {
+                apt_has_candidate("qemu-user-static")
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// The binfmt_misc part of a [`HostProbe`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BinfmtFacts {
+    pub mounted: bool,
+    pub handlers: BTreeMap<String, String>,
+    pub confs: BTreeMap<String, BinfmtConf>,
+    pub support_formats: BTreeMap<String, String>,
+}
+
+impl BinfmtFacts {
+    /// Reads `BINFMT_DIR` (handlers), the binfmt.d directories (`qemu-*.conf`) and
+    /// binfmt-support's formats (`qemu-*`), under `paths.root`.
+    pub fn gather(paths: &HostPaths) -> BinfmtFacts {
+        let binfmt_dir = paths.under(BINFMT_DIR);
+        let mounted = binfmt_dir.join("status").exists();
+        let handlers = if mounted {
+            read_dir_names(&binfmt_dir)
+                .into_iter()
+                .filter(|n| n != "status" && n != "register")
+                .filter_map(|n| {
+                    let content = std::fs::read_to_string(binfmt_dir.join(&n)).ok()?;
+                    Some((n, content))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+
+        let mut confs = BTreeMap::new();
+        for dir in BINFMT_D_DIRS {
+            for file in read_dir_names(&paths.under(dir)) {
+                let Some(name) = file.strip_suffix(".conf") else {
+                    continue;
+                };
+                if !name.starts_with("qemu-") || confs.contains_key(name) {
+                    continue;
+                }
+                let path = Path::new(dir).join(&file);
+                if let Ok(content) = std::fs::read_to_string(paths.under(dir).join(&file)) {
+                    confs.insert(name.to_string(), BinfmtConf { path, content });
+                }
+            }
+        }
+        let support_formats = read_dir_names(&paths.under(BINFMTS_SUPPORT_DIR))
+            .into_iter()
+            .filter(|n| n.starts_with("qemu-"))
+            .filter_map(|n| {
+                let content =
+                    std::fs::read_to_string(paths.under(BINFMTS_SUPPORT_DIR).join(&n)).ok()?;
+                Some((n, content))
+            })
+            .collect();
+        BinfmtFacts {
+            mounted,
+            handlers,
+            confs,
+            support_formats,
         }
     }
 }
@@ -709,7 +776,7 @@ pub fn evaluate(config: &Config, probe: &HostProbe, depends: &DependsList) -> Ch
     let mut report = CheckReport::default();
     check_root(&mut report, probe);
     check_tools(&mut report, config, probe, depends);
-    check_emulation(&mut report, config, probe);
+    check_emulation(&mut report, config.target_arch, probe);
     check_block_devices(&mut report, config, probe);
     check_space(&mut report, config, probe);
     report
@@ -856,10 +923,7 @@ impl BinfmtHandler {
 
 /// The flags field of a binfmt registration line (`:name:type:offset:magic:mask:interp:flags`).
 fn conf_flags(content: &str) -> Option<String> {
-    let line = content
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))?;
+    let line = registration_line(content)?;
     let delim = line.chars().next()?;
     let fields: Vec<&str> = line.split(delim).collect();
     (fields.len() >= 7).then(|| fields.get(7).unwrap_or(&"").to_string())
@@ -896,9 +960,17 @@ fn find_handler<'a>(probe: &'a HostProbe, qemu_name: &str) -> Option<(&'a str, B
     })
 }
 
-fn check_emulation(report: &mut CheckReport, config: &Config, probe: &HostProbe) {
-    let arch = config.target_arch.as_str();
-    if !needs_emulation(config, &probe.machine) {
+/// The emulation rows alone (`binfmt_misc`, `qemu-<name>`, or one `emulation` info row for a
+/// native target): what `ensure_binfmt` reports when it cannot set emulation up itself.
+pub fn emulation_report(target: Arch, probe: &HostProbe) -> CheckReport {
+    let mut report = CheckReport::default();
+    check_emulation(&mut report, target, probe);
+    report
+}
+
+fn check_emulation(report: &mut CheckReport, target: Arch, probe: &HostProbe) {
+    let arch = target.as_str();
+    if target.runs_natively_on(&probe.machine) {
         report.push(
             "emulation",
             Status::Info,
@@ -909,7 +981,7 @@ fn check_emulation(report: &mut CheckReport, config: &Config, probe: &HostProbe)
         );
         return;
     }
-    let qemu = config.target_arch.qemu_name();
+    let qemu = target.qemu_name();
     let handler_name = format!("qemu-{qemu}");
     if probe.binfmt_mounted {
         report.push(
@@ -1009,6 +1081,83 @@ fn check_emulation(report: &mut CheckReport, config: &Config, probe: &HostProbe)
                     handler.flags, handler.interpreter
                 ),
             );
+        }
+    }
+}
+
+/// What it takes to run `target` binaries on this host: the next step `ensure_binfmt` can take
+/// by itself, or that it cannot. Mirrors the fixes `pigen check` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BinfmtAction {
+    /// Native target, or an enabled handler with the F flag is registered.
+    Ready,
+    /// `mount -t binfmt_misc binfmt_misc BINFMT_DIR`.
+    Mount,
+    /// `echo 1 > BINFMT_DIR/<handler>`: registered with the F flag but disabled.
+    Enable { handler: String },
+    /// Write `line` (from the registration file `from`, with the F flag) to
+    /// `BINFMT_DIR/register`.
+    Register { line: String, from: PathBuf },
+    /// `update-binfmts --enable <name>` (its format has `fix_binary yes`).
+    UpdateBinfmts { name: String },
+    /// Needs the user (a package to install, a handler without F to replace): the emulation
+    /// rows of [`emulation_report`] say what to do.
+    Manual,
+}
+
+/// The registration line of a binfmt.d file: its first line that is not blank or a comment.
+pub fn registration_line(content: &str) -> Option<&str> {
+    content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+}
+
+/// The next step towards running `target` binaries (pure; see [`BinfmtAction`]).
+pub fn binfmt_action(target: Arch, probe: &HostProbe) -> BinfmtAction {
+    if target.runs_natively_on(&probe.machine) {
+        return BinfmtAction::Ready;
+    }
+    if !probe.binfmt_mounted {
+        return BinfmtAction::Mount;
+    }
+    let qemu = target.qemu_name();
+    match find_handler(probe, qemu) {
+        Some((_, handler)) if handler.enabled && handler.fix_binary() => BinfmtAction::Ready,
+        Some((name, handler)) if handler.fix_binary() => BinfmtAction::Enable {
+            handler: name.to_string(),
+        },
+        // Registered without F: replacing the host's handler is the user's call.
+        Some(_) => BinfmtAction::Manual,
+        None => {
+            let handler_name = format!("qemu-{qemu}");
+            let emulator_installed = emulator_tools(qemu)
+                .iter()
+                .any(|t| probe.tools.contains_key(t));
+            if !emulator_installed {
+                return BinfmtAction::Manual;
+            }
+            if let Some(conf) = probe
+                .binfmt_confs
+                .get(&handler_name)
+                .filter(|c| conf_flags(&c.content).is_some_and(|f| f.contains('F')))
+            {
+                if let Some(line) = registration_line(&conf.content) {
+                    return BinfmtAction::Register {
+                        line: line.to_string(),
+                        from: conf.path.clone(),
+                    };
+                }
+            }
+            if probe.tools.contains_key("update-binfmts")
+                && probe
+                    .binfmt_support_formats
+                    .get(&handler_name)
+                    .is_some_and(|format| format_fixes_binary(format))
+            {
+                return BinfmtAction::UpdateBinfmts { name: handler_name };
+            }
+            BinfmtAction::Manual
         }
     }
 }

@@ -111,6 +111,20 @@ impl Cmd {
         self
     }
 
+    /// Sets every `(name, value)` of `vars`, e.g. a whole script environment.
+    pub fn envs<I, K, V>(mut self, vars: I) -> Cmd
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.env.extend(
+            vars.into_iter()
+                .map(|(k, v)| (k.as_ref().to_os_string(), v.as_ref().to_os_string())),
+        );
+        self
+    }
+
     /// Start from an empty environment (then add with `env`).
     pub fn env_clear(mut self) -> Cmd {
         self.env_clear = true;

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod buildlog;
+pub mod chroot;
 pub mod cmd;
 pub mod env;
 pub mod namespace;
