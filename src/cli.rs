@@ -43,6 +43,9 @@ pub enum Command {
         /// Install missing host packages with apt-get before building.
         #[arg(long)]
         install_deps: bool,
+        /// Internal: this process is the build inside its namespaces.
+        #[arg(long, hide = true)]
+        inner: bool,
     },
     /// Print the steps a build would run, in order, without running anything.
     Plan {
@@ -167,8 +170,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             resume,
             install_deps,
+            inner,
         } => {
-            let cfg = load_config(&config, &env, &base_dir, quiet)?;
+            if inner {
+                return build_inner(&config, &env, &base_dir, resume, cli.verbose, quiet);
+            }
+            let mut cfg = load_config(&config, &env, &base_dir, quiet)?;
+            let mut inner_env = vec![];
+            if resume {
+                // --continue keeps the interrupted build's IMG_DATE (file names must not change).
+                if let Some(state) = crate::exec::state::BuildState::load(&cfg.work_dir)? {
+                    let defaulted = cfg
+                        .var("IMG_DATE")
+                        .is_some_and(|v| v.origin == config::Origin::Default);
+                    if defaulted && state.img_date != cfg.get("IMG_DATE") {
+                        let mut env = env.clone();
+                        env.insert("IMG_DATE".into(), state.img_date.clone());
+                        cfg = load_config(&config, &env, &base_dir, true)?;
+                    }
+                }
+            }
             let plan = make_plan(&cfg, &env, quiet)?;
             check_apt_proxy(&cfg)?;
             let report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
@@ -176,9 +197,108 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{report}");
                 anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
             }
-            let _ = (resume, plan);
-            anyhow::bail!("running stages is not implemented in this version of pigen; `pigen plan` shows what would run")
+            if !cfg
+                .target_arch
+                .runs_natively_on(nix::sys::utsname::uname()?.machine().to_str().unwrap_or(""))
+            {
+                crate::exec::chroot::ensure_binfmt(cfg.target_arch)?;
+            }
+            if !quiet && plan.exports.iter().any(|e| e.image.skipped.is_none()) {
+                eprintln!("pigen: warning: this version builds the stage images but does not export disk images yet");
+            }
+            let _ = plan;
+            // The build itself runs as PID 1 of its own namespaces (see exec::namespace); it
+            // resolves the same configuration again, with IMG_DATE pinned.
+            inner_env.push(("IMG_DATE".to_string(), cfg.get("IMG_DATE").to_string()));
+            let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            args.push("--inner".into());
+            let code = crate::exec::namespace::run_isolated(&args, &inner_env)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
+    }
+}
+
+/// The build proper, inside the namespaces: plan, run every stage, report.
+fn build_inner(
+    args: &ConfigArgs,
+    env: &Env,
+    base_dir: &Path,
+    resume: bool,
+    verbose: bool,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::exec::build::{run_build, BuildError, BuildOptions};
+    use crate::exec::buildlog::{BuildLog, Verbosity};
+    crate::exec::namespace::init_build_process()?;
+    let cfg = load_config(args, env, base_dir, true)?;
+    let plan = make_plan(&cfg, env, true)?;
+    crate::exec::env::bash_functions()
+        .map_err(|e| anyhow::anyhow!("preparing the shell functions for stage scripts: {e}"))?;
+    std::fs::create_dir_all(&cfg.work_dir)
+        .with_context(|| format!("creating WORK_DIR {}", cfg.work_dir.display()))?;
+    let verbosity = if quiet {
+        Verbosity::Quiet
+    } else if verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let log = BuildLog::open(std::path::Path::new(cfg.get("LOG_FILE")), verbosity)?;
+    let result = run_build(&cfg, &plan, env, &BuildOptions { resume }, &log);
+    log.finish();
+    let resume_hint = || {
+        let mut words: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--inner" && a != "--continue")
+            .collect();
+        if let Some(pos) = words.iter().position(|w| w == "build") {
+            words.insert(pos + 1, "--continue".into());
+        }
+        format!("pigen {}", words.join(" "))
+    };
+    match result {
+        Ok(()) => {
+            if plan.exports.iter().any(|e| e.image.skipped.is_none()) {
+                eprintln!(
+                    "pigen: error: all stages are built (images in {}), but exporting disk images is not implemented in this version",
+                    cfg.work_dir.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(BuildError::Step { step, error, hint }) => {
+            eprintln!(
+                "pigen: error: step {step} failed: `{}` {}",
+                error.command, error.how
+            );
+            if !error.tail.is_empty() {
+                eprintln!("  last output:");
+                for line in &error.tail {
+                    eprintln!("    {line}");
+                }
+            }
+            if let Some(hint) = hint {
+                eprintln!("  {hint}");
+            }
+            eprintln!("  full log: {}", log.path().display());
+            eprintln!("  after fixing it: {}", resume_hint());
+            Ok(ExitCode::from(1))
+        }
+        Err(BuildError::Interrupted { signal }) => {
+            eprintln!(
+                "pigen: interrupted by {signal}; everything is unmounted; resume with: {}",
+                resume_hint()
+            );
+            let code = if signal == nix::sys::signal::Signal::SIGINT {
+                130
+            } else {
+                128 + signal as i32
+            };
+            Ok(ExitCode::from(code as u8))
+        }
+        Err(BuildError::Config(e)) => Err(e.into()),
+        Err(BuildError::Other(e)) => Err(e),
     }
 }
 

@@ -7,12 +7,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::buildlog::BuildLog;
+use super::chroot::{apt_install_script, chroot_script_cmd, debconf_script, ResolvConfGuard};
 use super::cmd::{Cmd, CmdError};
+use super::env::script_env;
 use super::env::StageVars;
-use super::pending::{
-    apt_install_script, chroot_script_cmd, debconf_script, layer_full_message, open_store,
-    script_env, ResolvConfGuard,
-};
+use super::pending::{layer_full_message, open_store};
 use super::signals;
 use super::state::{BuildState, StageStatus};
 use crate::config::{Config, Env};

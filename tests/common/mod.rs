@@ -26,7 +26,7 @@
 //! `/dev` into the host's device nodes.
 //!
 //! [`rootfs`] builds the tiny busybox + bash root filesystems the chroot tests use.
-#![allow(dead_code)] // each test crate uses a different subset
+#![allow(dead_code, unused_macros, unused_imports)] // each test crate uses a different subset
 #![allow(clippy::disallowed_methods)] // tests start programs directly
 
 pub mod rootfs;
