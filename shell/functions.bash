@@ -38,14 +38,16 @@ _pigen_personality() {
     esac
 }
 
-# bootstrap SUITE TARGET [MIRROR]: debootstrap the base system of TARGET_ARCH into TARGET.
+# bootstrap SUITE TARGET [MIRROR [OPTION...]]: debootstrap the base system of TARGET_ARCH into
+# TARGET; OPTIONs (e.g. --variant=minbase) go to debootstrap.
 # MIRROR defaults to DEB_SERVER; when both are empty debootstrap uses its own default mirror.
 bootstrap() {
     if [ $# -lt 2 ]; then
-        echo "bootstrap: usage: bootstrap SUITE TARGET [MIRROR]" >&2
+        echo "bootstrap: usage: bootstrap SUITE TARGET [MIRROR [DEBOOTSTRAP-OPTION...]]" >&2
         return 2
     fi
-    local suite="$1" target="$2" mirror="${3-${DEB_SERVER:-}}"
+    local suite="$1" target="$2" mirror="${3:-${DEB_SERVER:-}}"
+    local -a extra=("${@:4}")
     if [ -z "${TARGET_ARCH:-}" ]; then
         echo "bootstrap: TARGET_ARCH is not set" >&2
         return 1
@@ -56,7 +58,7 @@ bootstrap() {
         jessie | stretch | buster | bullseye) ;;
     *) components+=,non-free-firmware ;;
     esac
-    local -a args=(--arch "$TARGET_ARCH" --include gnupg --components "$components")
+    local -a args=(--arch "$TARGET_ARCH" --include gnupg --components "$components" "${extra[@]}")
     if [ "${USE_RASPI_SOURCE:-}" = 1 ]; then
         args+=(--keyring "${STAGE_DIR:-.}/files/raspberrypi.gpg")
     fi

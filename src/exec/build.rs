@@ -64,45 +64,54 @@ pub fn stage_actions(
     layered: bool,
 ) -> Result<Vec<StageAction>, ConfigError> {
     let mut actions = Vec::new();
-    let mut errors = Vec::new();
-    let mut rebuilt: Option<&str> = None;
+    let mut rebuilt = false;
     for stage in &plan.stages {
         let action = if stage.skipped.is_some() {
-            if let (true, Some(parent)) = (layered, rebuilt) {
-                errors.push(format!(
-                    "stage {} is skipped but {parent} before it is rebuilt: its qcow2 layer sits on {parent}'s old image and would no longer match; skip {parent} too, or stop skipping {}",
-                    stage.name, stage.name
-                ));
-            }
             StageAction::ReuseSkipped
-        } else if rebuilt.is_none()
+        } else if !rebuilt
             && state.is_some_and(|s| s.is_done(&stage.name))
             && store.exists(&stage.name)
         {
             StageAction::ReuseDone
         } else {
-            rebuilt = Some(&stage.name);
+            rebuilt = true;
             StageAction::Build
         };
         actions.push(action);
     }
-    // A reused root must exist when a later stage builds on it or it is exported.
+    // A reused root must exist, and (qcow2) still sit on the image it was built on, when a
+    // later stage builds on it or it is exported.
+    let mut errors = Vec::new();
     for (i, stage) in plan.stages.iter().enumerate() {
-        if actions[i] == StageAction::Build || store.exists(&stage.name) {
+        if actions[i] == StageAction::Build {
             continue;
         }
         let child_builds = actions.get(i + 1) == Some(&StageAction::Build);
         let exported = plan.exports.iter().any(|e| e.stage == stage.name);
-        if child_builds || exported {
-            let why = if child_builds {
-                "the next stage builds on it"
-            } else {
-                "it is exported"
-            };
+        if !(child_builds || exported) {
+            continue;
+        }
+        let why = if child_builds {
+            "the next stage builds on it"
+        } else {
+            "it is exported"
+        };
+        let rebuilt_before = plan.stages[..i]
+            .iter()
+            .zip(&actions)
+            .rev()
+            .find(|(_, a)| **a == StageAction::Build)
+            .map(|(s, _)| s.name.as_str());
+        if !store.exists(&stage.name) {
             errors.push(format!(
                 "stage {} is skipped but {} does not exist ({why}); build it once without skipping it",
                 stage.name,
                 store.location(&stage.name).display()
+            ));
+        } else if let (true, Some(parent)) = (layered, rebuilt_before) {
+            errors.push(format!(
+                "stage {} is skipped but {parent} before it is rebuilt: its qcow2 layer sits on {parent}'s old image and would no longer match ({why}); skip {parent} too, or stop skipping {}",
+                stage.name, stage.name
             ));
         }
     }
@@ -368,4 +377,125 @@ fn run_quilt(step: &Step, edit: bool, env: &Env, log: &BuildLog) -> Result<(), C
 /// Where a failed build's log is, for messages.
 pub fn log_hint(path: &Path) -> String {
     format!("full output in {}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{fixture_config, process_env};
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    /// Stage roots that "exist".
+    struct FakeStore(BTreeSet<String>);
+
+    impl StageStore for FakeStore {
+        fn create(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: &Path,
+        ) -> anyhow::Result<Box<dyn AttachedRoot>> {
+            unreachable!("stage_actions creates nothing")
+        }
+        fn exists(&self, stage: &str) -> bool {
+            self.0.contains(stage)
+        }
+        fn location(&self, stage: &str) -> PathBuf {
+            PathBuf::from(format!("/w/image-{stage}.qcow2"))
+        }
+    }
+
+    fn store(stages: &[&str]) -> FakeStore {
+        FakeStore(stages.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// The fixture tree's stages 0–2 without exports.
+    fn plan_for(vars: &[(&str, &str)]) -> Plan {
+        let mut all = vec![
+            ("STAGE_LIST", "stage0 stage1 stage2"),
+            ("SKIP_IMAGES_LIST", "stage2"),
+        ];
+        all.extend_from_slice(vars);
+        let config = fixture_config(&all);
+        let scanned = crate::scan::scan(&config, &process_env()).unwrap();
+        crate::plan::plan(&config, &scanned).unwrap()
+    }
+
+    fn state(done: &[&str]) -> BuildState {
+        let mut state = BuildState::default();
+        for stage in done {
+            state.stages.insert(stage.to_string(), StageStatus::Done);
+        }
+        state
+    }
+
+    use StageAction::*;
+
+    #[test]
+    fn a_fresh_build_builds_everything() {
+        let plan = plan_for(&[]);
+        assert_eq!(
+            stage_actions(&plan, None, &store(&[]), true).unwrap(),
+            [Build, Build, Build]
+        );
+    }
+
+    #[test]
+    fn continue_reuses_finished_stages_up_to_the_first_unfinished() {
+        let plan = plan_for(&[]);
+        let all = store(&["stage0", "stage1", "stage2"]);
+        assert_eq!(
+            stage_actions(&plan, Some(&state(&["stage0"])), &all, true).unwrap(),
+            [ReuseDone, Build, Build]
+        );
+        // stage2 finished on top of an older stage1: stage1 is rebuilt, so stage2 is too.
+        assert_eq!(
+            stage_actions(&plan, Some(&state(&["stage0", "stage2"])), &all, true).unwrap(),
+            [ReuseDone, Build, Build]
+        );
+        // A finished stage whose image vanished is rebuilt.
+        let some = store(&["stage1"]);
+        assert_eq!(
+            stage_actions(&plan, Some(&state(&["stage0", "stage1"])), &some, true).unwrap(),
+            [Build, Build, Build]
+        );
+    }
+
+    #[test]
+    fn skipped_stages_need_their_roots() {
+        let plan = plan_for(&[("SKIP_STAGE_LIST", "stage0")]);
+        assert_eq!(
+            stage_actions(&plan, None, &store(&["stage0"]), true).unwrap(),
+            [ReuseSkipped, Build, Build]
+        );
+        let err = stage_actions(&plan, None, &store(&[]), true).unwrap_err();
+        assert_eq!(
+            err.0,
+            ["stage stage0 is skipped but /w/image-stage0.qcow2 does not exist (the next stage builds on it); build it once without skipping it"]
+        );
+        // Skipping the last stage needs nothing when it is not exported.
+        let plan = plan_for(&[("SKIP_STAGE_LIST", "stage2")]);
+        assert_eq!(
+            stage_actions(&plan, None, &store(&[]), true).unwrap(),
+            [Build, Build, ReuseSkipped]
+        );
+    }
+
+    #[test]
+    fn a_layer_cannot_be_reused_on_a_rebuilt_parent() {
+        let plan = plan_for(&[("SKIP_STAGE_LIST", "stage1")]);
+        let all = store(&["stage0", "stage1"]);
+        let err = stage_actions(&plan, None, &all, true).unwrap_err();
+        assert!(
+            err.0[0].starts_with("stage stage1 is skipped but stage0 before it is rebuilt"),
+            "{:?}",
+            err.0
+        );
+        // Directories are full copies: no such constraint.
+        assert_eq!(
+            stage_actions(&plan, None, &all, false).unwrap(),
+            [Build, ReuseSkipped, Build]
+        );
+    }
 }
