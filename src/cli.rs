@@ -192,16 +192,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let plan = make_plan(&cfg, &env, quiet)?;
             check_apt_proxy(&cfg)?;
-            let report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
+            let mut report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
+            let machine = nix::sys::utsname::uname()?;
+            let foreign = !cfg
+                .target_arch
+                .runs_natively_on(machine.machine().to_str().unwrap_or(""));
+            if report.would_fail() && foreign {
+                // A missing binfmt handler is something pigen fixes itself when the emulator
+                // is installed; the check then tells what is still missing.
+                if crate::exec::chroot::ensure_binfmt(cfg.target_arch).is_ok() {
+                    report = crate::check::run_check(&cfg, &base_dir, false)?;
+                }
+            }
             if report.would_fail() {
                 eprint!("{report}");
                 anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
-            }
-            if !cfg
-                .target_arch
-                .runs_natively_on(nix::sys::utsname::uname()?.machine().to_str().unwrap_or(""))
-            {
-                crate::exec::chroot::ensure_binfmt(cfg.target_arch)?;
             }
             if !quiet && plan.exports.iter().any(|e| e.image.skipped.is_none()) {
                 eprintln!("pigen: warning: this version builds the stage images but does not export disk images yet");

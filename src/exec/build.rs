@@ -265,6 +265,7 @@ fn run_step(
         return Ok(());
     }
     log.begin(&step.id);
+    let env = &with_detected_mirror(env, root.rootfs());
     let result = match &step.kind {
         StepKind::Prerun | StepKind::RunHost => run(host_script(step, env), log),
         StepKind::RunChroot => {
@@ -316,6 +317,50 @@ fn run_step(
     }
     log.end(&step.id);
     Ok(())
+}
+
+/// Without `DEB_SERVER`, debootstrap picks its own mirror; stage scripts that write apt
+/// sources from `DEB_SERVER` then get the mirror debootstrap wrote into the root filesystem.
+fn with_detected_mirror(env: &Env, rootfs: &Path) -> Env {
+    let mut env = env.clone();
+    if env.get("DEB_SERVER").is_none_or(|v| v.is_empty()) {
+        if let Some(mirror) = detect_mirror(rootfs) {
+            env.insert("DEB_SERVER".into(), mirror);
+        }
+    }
+    env
+}
+
+/// The first `deb URL SUITE` line of the root's `/etc/apt/sources.list` (what debootstrap
+/// writes), or the first `URIs:` of a deb822 `.sources` file.
+pub fn detect_mirror(rootfs: &Path) -> Option<String> {
+    let list = std::fs::read_to_string(rootfs.join("etc/apt/sources.list")).unwrap_or_default();
+    let from_list = list.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("deb") {
+            return None;
+        }
+        words
+            .find(|w| !w.starts_with('[') && !w.ends_with(']'))
+            .map(str::to_string)
+    });
+    from_list.or_else(|| {
+        let dir = std::fs::read_dir(rootfs.join("etc/apt/sources.list.d")).ok()?;
+        let mut files: Vec<_> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sources"))
+            .collect();
+        files.sort();
+        files.iter().find_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            text.lines().find_map(|l| {
+                l.strip_prefix("URIs:")
+                    .and_then(|u| u.split_whitespace().next())
+                    .map(str::to_string)
+            })
+        })
+    })
 }
 
 fn with_env(cmd: Cmd, env: &Env) -> Cmd {
@@ -431,6 +476,40 @@ mod tests {
     }
 
     use StageAction::*;
+
+    #[test]
+    fn mirror_from_what_debootstrap_wrote() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(detect_mirror(root.path()), None);
+        std::fs::create_dir_all(root.path().join("etc/apt/sources.list.d")).unwrap();
+        std::fs::write(
+            root.path().join("etc/apt/sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://mirror.example/debian\nSuites: trixie\n",
+        )
+        .unwrap();
+        assert_eq!(
+            detect_mirror(root.path()).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        std::fs::write(
+            root.path().join("etc/apt/sources.list"),
+            "# comment\ndeb [arch=arm64] http://other.example/debian bookworm main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            detect_mirror(root.path()).as_deref(),
+            Some("http://other.example/debian")
+        );
+        let given = Env::from([("DEB_SERVER".to_string(), "http://given/".to_string())]);
+        assert_eq!(
+            with_detected_mirror(&given, root.path())["DEB_SERVER"],
+            "http://given/"
+        );
+        assert_eq!(
+            with_detected_mirror(&Env::new(), root.path())["DEB_SERVER"],
+            "http://other.example/debian"
+        );
+    }
 
     #[test]
     fn a_fresh_build_builds_everything() {
