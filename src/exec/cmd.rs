@@ -62,6 +62,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     ok_codes: Vec<i32>,
     any_code: bool,
+    kill_with_parent: bool,
 }
 
 /// What a successful command printed.
@@ -83,6 +84,7 @@ impl Cmd {
             stdin: None,
             ok_codes: vec![0],
             any_code: false,
+            kill_with_parent: false,
         }
     }
 
@@ -137,6 +139,15 @@ impl Cmd {
         self
     }
 
+    /// The child gets SIGKILL when the thread that started it exits (`PR_SET_PDEATHSIG`): for
+    /// helpers (qemu-storage-daemon, qemu-nbd) that must not outlive pigen even when pigen is
+    /// killed outright. The kernel ties this to the spawning *thread*, not the process: start
+    /// such helpers from a thread that lives as long as they are needed.
+    pub fn kill_with_parent(mut self) -> Cmd {
+        self.kill_with_parent = true;
+        self
+    }
+
     /// The command line as a shell would need it typed: for logs and errors.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -162,7 +173,62 @@ impl Cmd {
         } else {
             Stdio::null()
         });
+        if self.kill_with_parent {
+            use std::os::unix::process::CommandExt;
+            let parent = nix::unistd::getpid();
+            // SAFETY: the hook runs between fork and exec and only makes two system calls
+            // (prctl, getppid), both async-signal-safe; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                    // The parent may have died before the prctl: then nobody would kill us.
+                    if nix::unistd::getppid() != parent {
+                        return Err(std::io::Error::other("parent exited during spawn"));
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
+    }
+
+    /// Starts the command in the background (a helper daemon such as qemu-storage-daemon): its
+    /// stdout and stderr, merged, are copied to `log` line by line as they come and the last
+    /// lines are kept for errors. Stdin is /dev/null (or the bytes given with `stdin`).
+    /// Dropping the handle kills the process (SIGKILL) and reaps it.
+    pub fn spawn(&self, log: &LogSink) -> Result<Background, CmdError> {
+        log.line(&format!("+ {} &", self.display()));
+        tracing::debug!(command = %self.display(), "spawn");
+        let (reader, writer) = std::io::pipe().map_err(|e| self.spawn_error(e))?;
+        let writer2 = writer.try_clone().map_err(|e| self.spawn_error(e))?;
+        let mut command = self.command();
+        command.stdout(writer).stderr(writer2);
+        let mut child = command.spawn().map_err(|e| self.spawn_error(e))?;
+        drop(command);
+        let _ = self.feed_stdin(&mut child);
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let reader_tail = Arc::clone(&tail);
+        let reader_log = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(reader).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches('\r');
+                reader_log.line(line);
+                let mut tail = reader_tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            }
+        });
+        Ok(Background {
+            command: self.clone(),
+            child: Some(child),
+            status: None,
+            tail,
+            reader: Some(reader),
+        })
     }
 
     /// Runs, capturing stdout and stderr separately (for commands whose output is data).
@@ -289,6 +355,149 @@ impl Cmd {
     }
 }
 
+/// A command running in the background, started by `Cmd::spawn`.
+pub struct Background {
+    command: Cmd,
+    child: Option<std::process::Child>,
+    status: Option<ExitStatus>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// The command line, for messages.
+    pub fn display(&self) -> String {
+        self.command.display()
+    }
+
+    /// The last lines the process printed so far.
+    pub fn tail(&self) -> Vec<String> {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect()
+    }
+
+    /// `Some(status)` once the process has exited (it is reaped then).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.status = Some(status);
+                    self.join_reader();
+                }
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// A `CmdError` saying the process ended (or did something wrong, `how`), with its last
+    /// output.
+    pub fn error(&self, how: impl Into<String>) -> CmdError {
+        CmdError {
+            command: self.display(),
+            how: how.into(),
+            tail: self.tail(),
+        }
+    }
+
+    /// How an exited process ended, in `CmdError` words.
+    pub fn describe(status: ExitStatus) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "ended".to_string(),
+        }
+    }
+
+    /// Asks the process to exit (SIGTERM), waits up to `grace`, then kills it (SIGKILL).
+    /// Ok when it exited by itself with code 0 or by the SIGTERM; the error names how it ended
+    /// otherwise (killed after the grace period, or a failure exit code).
+    pub fn stop(&mut self, grace: std::time::Duration) -> Result<(), CmdError> {
+        use std::os::unix::process::ExitStatusExt;
+        if self.try_wait().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if self.wait_timeout(grace).is_none() {
+                self.kill();
+                return Err(self.error(format!(
+                    "did not exit within {}s of SIGTERM; killed",
+                    grace.as_secs()
+                )));
+            }
+        }
+        let status = self.status.expect("reaped");
+        if status.success() || status.signal() == Some(nix::sys::signal::Signal::SIGTERM as i32) {
+            Ok(())
+        } else {
+            Err(self.error(Self::describe(status)))
+        }
+    }
+
+    /// SIGKILL and reap (no-op when it already exited).
+    pub fn kill(&mut self) {
+        if self.try_wait().is_none() {
+            if let Some(child) = self.child.as_mut() {
+                let _ = child.kill();
+                if let Ok(status) = child.wait() {
+                    self.status = Some(status);
+                }
+            }
+            self.join_reader();
+        }
+    }
+
+    fn join_reader(&mut self) {
+        // The pipe closes when the process and every child it handed its output to are gone.
+        // Give the reader a moment to copy the last lines, but a grandchild keeping the pipe
+        // open must not hang us: join only a finished reader.
+        for _ in 0..50 {
+            if self.reader.as_ref().is_none_or(|r| r.is_finished()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if self.reader.as_ref().is_some_and(|r| r.is_finished()) {
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl fmt::Debug for Background {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Background")
+            .field("command", &self.display())
+            .field("pid", &self.pid())
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
 fn tail_of<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     let all: Vec<&str> = lines.collect();
     all[all.len().saturating_sub(TAIL_LINES)..]
@@ -403,5 +612,68 @@ mod tests {
             "{}",
             err.how
         );
+    }
+
+    #[test]
+    fn background_processes_are_logged_stopped_and_reported() {
+        let capture = Capture::default();
+        let log = LogSink::new(capture.clone());
+        let mut daemon = Cmd::new("sh")
+            .args(["-c", "echo started; exec sleep 30"])
+            .spawn(&log)
+            .unwrap();
+        assert!(daemon
+            .wait_timeout(std::time::Duration::from_millis(100))
+            .is_none());
+        daemon.stop(std::time::Duration::from_secs(5)).unwrap();
+        assert!(capture
+            .text()
+            .starts_with("+ sh -c 'echo started; exec sleep 30' &\nstarted\n"));
+
+        let mut failing = Cmd::new("sh")
+            .args(["-c", "echo cannot open image >&2; exit 3"])
+            .spawn(&LogSink::default())
+            .unwrap();
+        let status = failing
+            .wait_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let err = failing.error(Background::describe(status));
+        assert_eq!(
+            err.to_string(),
+            "`sh -c 'echo cannot open image >&2; exit 3'` failed: exited with code 3; last output:\n    cannot open image"
+        );
+        assert!(failing.stop(std::time::Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn kill_with_parent_ends_the_helper_when_its_thread_exits() {
+        let pid = std::thread::spawn(|| {
+            let daemon = Cmd::new("sleep")
+                .arg("30")
+                .kill_with_parent()
+                .spawn(&LogSink::default())
+                .unwrap();
+            let pid = daemon.pid();
+            std::mem::forget(daemon); // no Drop: only the death signal can end it
+            pid
+        })
+        .join()
+        .unwrap();
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            // Nobody reaps it (the handle was forgotten), so dead means zombie.
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = state.rsplit(") ").next().unwrap_or("").chars().next();
+            if state == Some('Z') || state.is_none() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
     }
 }

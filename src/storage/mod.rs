@@ -28,7 +28,12 @@ pub trait StageStore {
     /// Prepares the writable root of `stage` at `rootfs`: an empty filesystem when `parent` is
     /// `None`, else a copy-on-write child (qcow2) or full copy (dir) of `parent`'s finished
     /// root. Whatever `stage` had before (a half-built layer) is discarded first.
-    fn create(&self, stage: &str, parent: Option<&str>, rootfs: &Path) -> anyhow::Result<Box<dyn AttachedRoot>>;
+    fn create(
+        &self,
+        stage: &str,
+        parent: Option<&str>,
+        rootfs: &Path,
+    ) -> anyhow::Result<Box<dyn AttachedRoot>>;
     /// Whether `stage` has a root to build on (its image or directory exists).
     fn exists(&self, stage: &str) -> bool;
     /// The file or directory holding `stage`'s root, for messages.
