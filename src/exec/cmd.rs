@@ -39,6 +39,16 @@ impl fmt::Display for CmdError {
 #[derive(Clone, Default)]
 pub struct LogSink(Option<Arc<Mutex<Box<dyn Write + Send>>>>);
 
+impl fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LogSink(open)"
+        } else {
+            "LogSink(none)"
+        })
+    }
+}
+
 impl LogSink {
     pub fn new(writer: impl Write + Send + 'static) -> LogSink {
         LogSink(Some(Arc::new(Mutex::new(Box::new(writer)))))
@@ -63,6 +73,8 @@ pub struct Cmd {
     ok_codes: Vec<i32>,
     any_code: bool,
     kill_with_parent: bool,
+    /// `Some(mounts to detach)`: run in a private copy of our mount namespace.
+    own_mount_namespace: Option<Vec<std::ffi::CString>>,
 }
 
 /// What a successful command printed.
@@ -85,6 +97,7 @@ impl Cmd {
             ok_codes: vec![0],
             any_code: false,
             kill_with_parent: false,
+            own_mount_namespace: None,
         }
     }
 
@@ -148,6 +161,27 @@ impl Cmd {
         self
     }
 
+    /// Runs the command in a new mount namespace, a private copy of ours (propagation private
+    /// both ways), in which the mounts at `detach` are lazily detached first.
+    ///
+    /// For helpers that serve a block device a filesystem in *our* namespace is mounted from
+    /// (qemu-storage-daemon, qemu-nbd): when a namespace dies, the last process leaving it
+    /// unmounts its filesystems, and if that process is the helper, the final flush of such a
+    /// filesystem waits for the helper itself — which is exiting: the kernel hangs (seen here:
+    /// the helper stuck in `ext4_sync_fs` → `blkdev_issue_flush`, every later `sync` on the
+    /// host stuck behind it). In its own namespace the helper never holds ours. `detach` names
+    /// the block-device filesystems of ours it would otherwise keep a copy of (keeping such a
+    /// filesystem alive after we unmount it would keep its device busy).
+    pub fn own_mount_namespace(mut self, detach: &[PathBuf]) -> Cmd {
+        use std::os::unix::ffi::OsStrExt;
+        let detach = detach
+            .iter()
+            .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        self.own_mount_namespace = Some(detach);
+        self
+    }
+
     /// The command line as a shell would need it typed: for logs and errors.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -173,17 +207,36 @@ impl Cmd {
         } else {
             Stdio::null()
         });
-        if self.kill_with_parent {
+        if self.kill_with_parent || self.own_mount_namespace.is_some() {
             use std::os::unix::process::CommandExt;
+            let kill_with_parent = self.kill_with_parent;
             let parent = nix::unistd::getpid();
-            // SAFETY: the hook runs between fork and exec and only makes two system calls
-            // (prctl, getppid), both async-signal-safe; it allocates nothing.
+            let detach = self.own_mount_namespace.clone();
+            // SAFETY: the hook runs between fork and exec and only makes system calls (prctl,
+            // getppid, unshare, mount, umount2), all async-signal-safe, on data prepared
+            // before the fork (the C strings); it allocates nothing.
             unsafe {
                 command.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-                    // The parent may have died before the prctl: then nobody would kill us.
-                    if nix::unistd::getppid() != parent {
-                        return Err(std::io::Error::other("parent exited during spawn"));
+                    if kill_with_parent {
+                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                        // The parent may have died before the prctl: nobody would kill us.
+                        if nix::unistd::getppid() != parent {
+                            return Err(std::io::Error::other("parent exited during spawn"));
+                        }
+                    }
+                    if let Some(detach) = &detach {
+                        use nix::mount::{MntFlags, MsFlags};
+                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                        nix::mount::mount(
+                            None::<&std::ffi::CStr>,
+                            c"/",
+                            None::<&std::ffi::CStr>,
+                            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                            None::<&std::ffi::CStr>,
+                        )?;
+                        for target in detach {
+                            let _ = nix::mount::umount2(target.as_c_str(), MntFlags::MNT_DETACH);
+                        }
                     }
                     Ok(())
                 });
@@ -675,5 +728,20 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    #[test]
+    fn own_mount_namespace_keeps_mounts_apart() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP own_mount_namespace_keeps_mounts_apart: needs root");
+            return;
+        }
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "readlink /proc/self/ns/mnt"])
+            .own_mount_namespace(&[])
+            .output(&LogSink::default())
+            .unwrap();
+        assert_ne!(Path::new(out.stdout.trim()), ns("self"));
     }
 }
