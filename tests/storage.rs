@@ -380,6 +380,20 @@ fn fuse_layers_keep_files_and_metadata() {
             "FUSE mount point files left: {leftovers:?}"
         );
 
+        // A daemon that cannot open the image: its own words, nothing left behind.
+        std::fs::write(work.join("image-broken.qcow2"), "not an image").unwrap();
+        let err = match store.resume("broken", &rootfs(&work, "broken")) {
+            Ok(_) => panic!("attached garbage"),
+            Err(e) => format!("{e:#}"),
+        };
+        eprintln!("{err}");
+        assert!(
+            err.contains("qemu-storage-daemon") && err.contains("before exporting"),
+            "{err}"
+        );
+        assert!(err.contains("qcow2"), "{err}");
+        assert!(!work.join("image-broken.fuse").exists());
+
         // Relative backing names: the whole WORK_DIR can move.
         let moved = scratch.join("moved");
         std::fs::rename(&work, &moved).unwrap();

@@ -45,8 +45,9 @@ pub trait AttachedRoot {
     /// do (raise BASE_QCOW2_SIZE, or free host space for dir).
     fn full_note(&self, step_output: &str) -> Option<String>;
     /// Trim (qcow2: discards reach the image), unmount everything at and below `rootfs`
-    /// (chroot mounts included), detach. A mount still busy is an error and the image stays
-    /// attached until the value is dropped.
+    /// (chroot mounts included), detach. A mount still busy (a process left running in the
+    /// chroot) is an error; the root is then released as on drop: detached lazily, and
+    /// whatever still writes there loses its writes.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
 }
 

@@ -132,7 +132,7 @@ impl NbdDevice {
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let size_file = Path::new("/sys/block").join(&self.name).join("size");
+        let sys = Path::new("/sys/block").join(&self.name);
         loop {
             let daemon = self.daemon.as_mut().expect("daemon");
             if let Some(status) = daemon.try_wait() {
@@ -145,8 +145,10 @@ impl NbdDevice {
                 self.daemon = None;
                 return Err(err.into());
             }
-            let size = std::fs::read_to_string(&size_file).unwrap_or_default();
-            if !matches!(size.trim(), "" | "0") {
+            // The size is set first; the `pid` attribute appears once the kernel has started
+            // the device (NBD_DO_IT), from when on I/O is served.
+            let size = std::fs::read_to_string(sys.join("size")).unwrap_or_default();
+            if !matches!(size.trim(), "" | "0") && sys.join("pid").exists() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
