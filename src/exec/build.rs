@@ -11,7 +11,6 @@ use super::chroot::{apt_install_script, chroot_script_cmd, debconf_script, Resol
 use super::cmd::{Cmd, CmdError};
 use super::env::script_env;
 use super::env::StageVars;
-use super::pending::{layer_full_message, open_store};
 use super::signals;
 use super::state::{BuildState, StageStatus};
 use crate::config::{Config, Env};
@@ -130,7 +129,7 @@ pub fn run_build(
     log: &BuildLog,
 ) -> Result<(), BuildError> {
     let work_dir = &config.work_dir;
-    let store = open_store(config)?;
+    let store = crate::storage::open(config, log.sink())?;
     let previous = BuildState::load(work_dir)?;
     if options.resume {
         if let Some(previous) = &previous {
@@ -193,6 +192,9 @@ pub fn run_build(
         // Later stages sit on this one: whatever they were, they are stale now.
         for later in &plan.stages[i + 1..] {
             state.stages.remove(&later.name);
+            if layered && later.skipped.is_none() && store.exists(&later.name) {
+                store.discard(&later.name)?;
+            }
         }
         state.save(work_dir)?;
         build_stage(config, stage, prev, store.as_ref(), process_env, log)?;
@@ -239,7 +241,7 @@ fn build_stage(
     let result = stage
         .steps
         .iter()
-        .try_for_each(|step| run_step(step, &env, log, root.as_ref(), &stage.name));
+        .try_for_each(|step| run_step(step, &env, log, root.as_ref()));
     // Always put resolv.conf back and release the root, then report the first failure.
     let resolv_result = resolv.finish();
     let finish_result = root.finish();
@@ -255,7 +257,6 @@ fn run_step(
     env: &Env,
     log: &BuildLog,
     root: &dyn AttachedRoot,
-    stage: &str,
 ) -> Result<(), BuildError> {
     if let Some(signal) = signals::received() {
         return Err(BuildError::Interrupted { signal });
@@ -305,10 +306,7 @@ fn run_step(
         if let Some(signal) = signals::received() {
             return Err(BuildError::Interrupted { signal });
         }
-        let hint = root
-            .usage()
-            .ok()
-            .and_then(|(used, total)| layer_full_message(stage, used, total));
+        let hint = root.full_note(&error.tail.join("\n"));
         return Err(BuildError::Step {
             step: step.id.clone(),
             error,
@@ -435,6 +433,15 @@ mod tests {
     struct FakeStore(BTreeSet<String>);
 
     impl StageStore for FakeStore {
+        fn backend(&self) -> crate::storage::Backend {
+            crate::storage::Backend::Dir
+        }
+        fn resume(&self, _: &str, _: &Path) -> anyhow::Result<Box<dyn AttachedRoot>> {
+            unreachable!("stage_actions attaches nothing")
+        }
+        fn discard(&self, _: &str) -> anyhow::Result<()> {
+            unreachable!("stage_actions discards nothing")
+        }
         fn create(
             &self,
             _: &str,
