@@ -266,7 +266,10 @@ fn run_step(
         return Ok(());
     }
     log.begin(&step.id);
-    let env = &with_detected_mirror(env, root.rootfs());
+    let mut env = with_detected_mirror(env, root.rootfs());
+    // The step's output is copied into the build log already: `log` must not add its lines twice.
+    env.insert("PIGEN_OUTPUT_LOGGED".into(), "1".into());
+    let env = &env;
     let result = match &step.kind {
         StepKind::Prerun | StepKind::RunHost => run(host_script(step, env), log),
         StepKind::RunChroot => {

@@ -31,6 +31,12 @@ pub struct BuildLog {
     step_started: std::cell::Cell<Instant>,
 }
 
+/// A line on stdout; a closed stdout (`pigen build | head`) must not stop the build.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// `HH:MM:SS` (UTC) for log lines.
 pub fn clock() -> String {
     let secs = SystemTime::now()
@@ -82,7 +88,7 @@ impl BuildLog {
         self.sink.line(&line);
         match &self.bar {
             Some(bar) => bar.println(&line),
-            None if self.verbosity != Verbosity::Quiet => println!("{line}"),
+            None if self.verbosity != Verbosity::Quiet => say(&line),
             None => {}
         }
     }
@@ -104,9 +110,16 @@ impl BuildLog {
     /// For `Cmd::run`: the last output line on the progress display, or every line in verbose
     /// mode. (The log itself gets them from the sink.)
     pub fn output_line(&self, line: &str) {
+        // Lines of the scripts' own `log` function are shown as the original showed them.
+        let is_log_line = line.len() > 11
+            && line.as_bytes()[0] == b'['
+            && line.as_bytes()[9] == b']'
+            && line[1..9].bytes().all(|b| b.is_ascii_digit() || b == b':');
         match (&self.bar, self.verbosity) {
+            (Some(bar), _) if is_log_line => bar.println(line),
             (Some(bar), _) => bar.set_message(line.chars().take(200).collect::<String>()),
-            (None, Verbosity::Verbose) => println!("{line}"),
+            (None, Verbosity::Verbose) => say(line),
+            (None, Verbosity::Normal) if is_log_line => say(line),
             _ => {}
         }
     }
