@@ -1,0 +1,10 @@
+//! Export: the disk image assembled from an export tree, without mounting any filesystem.
+//!
+//! * [`layout`]: partition table, sizes and identifiers (pure);
+//! * [`measure`]: what the tree needs (a walk);
+//! * [`fs`]: filesystems written at an offset inside the image file (mkfs.ext4 -d, mkfs.fat +
+//!   mcopy, mke2fs -d, mkfs.xfs -p) and the PARTUUIDs written into fstab and cmdline.txt;
+//! * [`grub`]: GRUB for PC images (BIOS boot code and core image, EFI removable image);
+//! * [`image`]: [`image::assemble`], all of it in order, checked.
+
+pub mod layout;
