@@ -8,3 +8,4 @@
 //! * [`image`]: [`image::assemble`], all of it in order, checked.
 
 pub mod layout;
+pub mod measure;
