@@ -8,6 +8,7 @@
 //! * [`image`]: [`image::assemble`], all of it in order, checked.
 
 pub mod fs;
+pub mod grub;
 pub mod layout;
 pub mod measure;
 
