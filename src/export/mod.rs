@@ -9,6 +9,7 @@
 
 pub mod fs;
 pub mod grub;
+pub mod image;
 pub mod layout;
 pub mod measure;
 
