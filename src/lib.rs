@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod plan;
 pub mod scan;
 pub mod storage;
