@@ -39,6 +39,7 @@
 //!
 //! Inputs are only read: the caller removes `N.img` from the work directory when it wants to.
 
+pub mod bench;
 mod bmap;
 mod compress;
 mod sparse;
