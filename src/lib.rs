@@ -8,6 +8,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod exec;
 pub mod export;

@@ -55,12 +55,7 @@ impl BuildLog {
             .with_context(|| format!("opening the build log {}", path.display()))?;
         let bar = (verbosity == Verbosity::Normal && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg:.dim}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
+            bar.set_style(spinner_style());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -132,9 +127,75 @@ impl BuildLog {
         }
     }
 
+    /// A byte counter for a long copy (compression): on a terminal the progress line shows
+    /// `what`, `{bytes}/{total_bytes}` and the rate until the counter is dropped; elsewhere
+    /// only the caller's own summary line appears (plain logs stay one line per event).
+    pub fn bytes(&self, what: &str, total: u64) -> BytesProgress {
+        const TEMPLATE: &str =
+            "{spinner} [{elapsed_precise}] {msg} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
+        let style = || {
+            ProgressStyle::with_template(TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        let (bar, shared) = match &self.bar {
+            Some(bar) => {
+                bar.set_style(style());
+                (bar.clone(), true)
+            }
+            None if self.verbosity != Verbosity::Quiet && std::io::stderr().is_terminal() => {
+                let bar = ProgressBar::new(total).with_style(style());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                (bar, false)
+            }
+            None => (ProgressBar::hidden(), false),
+        };
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.reset_eta();
+        bar.set_message(what.to_string());
+        BytesProgress { bar, shared }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// See [`BuildLog::bytes`]. Dropping it restores the build's progress line.
+pub struct BytesProgress {
+    bar: ProgressBar,
+    /// The build's own spinner, borrowed: restored on drop instead of cleared.
+    shared: bool,
+}
+
+impl BytesProgress {
+    /// A counter that shows nothing (benchmarks, callers without a build log).
+    pub fn hidden() -> BytesProgress {
+        BytesProgress {
+            bar: ProgressBar::hidden(),
+            shared: false,
+        }
+    }
+
+    pub fn set(&self, done: u64) {
+        self.bar.set_position(done);
+    }
+}
+
+impl Drop for BytesProgress {
+    fn drop(&mut self) {
+        if self.shared {
+            self.bar.unset_length();
+            self.bar.set_message("");
+            self.bar.set_style(spinner_style());
+        } else {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg:.dim}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
