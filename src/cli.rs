@@ -215,7 +215,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            let plan = make_plan(&cfg, &env, quiet)?;
+            // Planned here so a bad tree is reported before the preflight and the namespaces.
+            make_plan(&cfg, &env, quiet)?;
             check_apt_proxy(&cfg)?;
             let mut report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
             let machine = nix::sys::utsname::uname()?;
@@ -233,10 +234,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{report}");
                 anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
             }
-            if !quiet && plan.exports.iter().any(|e| e.image.skipped.is_none()) {
-                eprintln!("pigen: warning: this version builds the stage images but does not export disk images yet");
-            }
-            let _ = plan;
             // The build itself runs as PID 1 of its own namespaces (see exec::namespace); it
             // resolves the same configuration again, with IMG_DATE pinned.
             inner_env.push(("IMG_DATE".to_string(), cfg.get("IMG_DATE").to_string()));
@@ -319,16 +316,7 @@ fn build_inner(
         format!("pigen {}", words.join(" "))
     };
     match result {
-        Ok(()) => {
-            if plan.exports.iter().any(|e| e.image.skipped.is_none()) {
-                eprintln!(
-                    "pigen: error: all stages are built (images in {}), but exporting disk images is not implemented in this version",
-                    cfg.work_dir.display()
-                );
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(()) => Ok(ExitCode::SUCCESS),
         Err(BuildError::Step { step, error, hint }) => {
             eprintln!(
                 "pigen: error: step {step} failed: `{}` {}",
