@@ -76,7 +76,10 @@ fn debian_amd64_lite_builds_and_boots() {
         "ENABLE_SSH=1".to_string(),
     ];
     let mut build = Command::new(env!("CARGO_BIN_EXE_pigen"));
-    build.args(["build", "-c", "examples/debian-amd64-lite.cfg"]).current_dir(&repo).stdin(Stdio::null());
+    build
+        .args(["build", "-c", "examples/debian-amd64-lite.cfg"])
+        .current_dir(&repo)
+        .stdin(Stdio::null());
     for set in &sets {
         build.arg("--set").arg(set);
     }
@@ -91,35 +94,101 @@ fn debian_amd64_lite_builds_and_boots() {
     let dir = deploy.join("e2e");
     let image = dir.join("e2e-lite.img");
     let root = dir.join("e2e-lite.root-ext4.img");
-    assert!(image.exists() && root.exists(), "deployed: {:?}", std::fs::read_dir(&dir).map(|d| d.count()));
-    let sums = Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&dir).output().unwrap();
-    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+    assert!(
+        image.exists() && root.exists(),
+        "deployed: {:?}",
+        std::fs::read_dir(&dir).map(|d| d.count())
+    );
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
 
     // Image hygiene, read without mounting.
     let debugfs = |request: &str| {
-        let out = Command::new("debugfs").arg("-R").arg(request).arg(&root).stderr(Stdio::null()).output().unwrap();
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(request)
+            .arg(&root)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(debugfs("cat /etc/machine-id").is_empty(), "machine-id is empty");
-    assert!(debugfs("cat /etc/resolv.conf").trim().is_empty(), "no build host resolv.conf");
-    assert!(!debugfs("ls /etc/apt/apt.conf.d").contains("51cache"), "no APT proxy config");
-    assert!(!debugfs("ls /etc/ssh").contains("ssh_host_"), "no SSH host keys baked in");
+    assert!(
+        debugfs("cat /etc/machine-id").is_empty(),
+        "machine-id is empty"
+    );
+    assert!(
+        debugfs("cat /etc/resolv.conf").trim().is_empty(),
+        "no build host resolv.conf"
+    );
+    assert!(
+        !debugfs("ls /etc/apt/apt.conf.d").contains("51cache"),
+        "no APT proxy config"
+    );
+    assert!(
+        !debugfs("ls /etc/ssh").contains("ssh_host_"),
+        "no SSH host keys baked in"
+    );
     assert!(!debugfs("ls /usr/bin").contains("qemu-"), "no qemu binary");
-    assert!(debugfs("cat /etc/rpi-issue").contains("pigen"), "issue file names pigen");
+    assert!(
+        debugfs("cat /etc/rpi-issue").contains("pigen"),
+        "issue file names pigen"
+    );
     let shadow = debugfs("cat /etc/shadow");
-    assert!(shadow.lines().any(|l| l.starts_with("tester:$")), "the password is stored hashed");
-    assert!(shadow.lines().any(|l| l.starts_with("root:*") || l.starts_with("root:!")), "root is locked");
+    assert!(
+        shadow.lines().any(|l| l.starts_with("tester:$")),
+        "the password is stored hashed"
+    );
+    assert!(
+        shadow
+            .lines()
+            .any(|l| l.starts_with("root:*") || l.starts_with("root:!")),
+        "root is locked"
+    );
     // The password itself is nowhere: not in the image, not in the build log.
-    assert!(!file_contains(&image, PASSWORD.as_bytes()), "plain password in the image");
-    assert!(!file_contains(&work.join("build.log"), PASSWORD.as_bytes()), "plain password in build.log");
+    assert!(
+        !file_contains(&image, PASSWORD.as_bytes()),
+        "plain password in the image"
+    );
+    assert!(
+        !file_contains(&work.join("build.log"), PASSWORD.as_bytes()),
+        "plain password in build.log"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_pigen"))
         .arg("boot")
         .arg(&image)
-        .args(["--timeout", "600", "--user", "tester", "--password", PASSWORD])
+        .args([
+            "--timeout",
+            "600",
+            "--user",
+            "tester",
+            "--password",
+            PASSWORD,
+        ])
         .args(["--expect", "hostname=pigen-e2e", "--expect", "user=tester"])
-        .args(["--expect", "timezone=Europe/Berlin", "--expect", "locale=en_GB.UTF-8"])
-        .args(["--expect", "keymap=de", "--expect", "ssh=enabled", "--expect", "root-grown=yes"])
+        .args([
+            "--expect",
+            "timezone=Europe/Berlin",
+            "--expect",
+            "locale=en_GB.UTF-8",
+        ])
+        .args([
+            "--expect",
+            "keymap=de",
+            "--expect",
+            "ssh=enabled",
+            "--expect",
+            "root-grown=yes",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
