@@ -4,7 +4,7 @@
 # and REDUCED_FOOTPRINT's clean-up of what debootstrap installed before dpkg's excludes.
 
 # --- SSH
-install -m 644 files/pigen-ssh-host-keys.service "${ROOTFS_DIR}/etc/systemd/system/pigen-ssh-host-keys.service"
+install -m 644 -D files/pigen-ssh-host-keys.service "${ROOTFS_DIR}/etc/systemd/system/pigen-ssh-host-keys.service"
 pubkey_only="${ROOTFS_DIR}/etc/ssh/sshd_config.d/50-pigen-pubkey-only.conf"
 if [ "${PUBKEY_ONLY_SSH}" = 1 ]; then
 	install -m 644 -D files/pubkey-only.conf "${pubkey_only}"
@@ -29,7 +29,7 @@ fi
 
 # --- First-boot resize of the root partition and file system
 install -m 755 -D files/resize-rootfs "${ROOTFS_DIR}/usr/lib/pigen/resize-rootfs"
-install -m 644 files/pigen-resize-rootfs.service "${ROOTFS_DIR}/etc/systemd/system/pigen-resize-rootfs.service"
+install -m 644 -D files/pigen-resize-rootfs.service "${ROOTFS_DIR}/etc/systemd/system/pigen-resize-rootfs.service"
 
 # --- Serial console: ttyS0 on a PC (always present); on a Raspberry Pi the PL011 port when it
 # exists (a unit waiting for a missing port would hold up getty.target for 90 seconds).

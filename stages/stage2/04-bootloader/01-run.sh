@@ -12,7 +12,7 @@ if [ "${GPT_BIOS_UEFI}" = 1 ]; then
 		echo "01-run.sh: no ${list} for UEFI_ARCH=${UEFI_ARCH}" >&2
 		exit 1
 	fi
-	packages="$(sed -e 's/#.*//' "${list}" | tr -s '[:space:]' ' ')"
+	packages="$(sed -e 's/#.*//' "${list}" | xargs)"
 	log "Installing ${list} '${packages}'"
 	on_chroot <<EOF
 apt-get -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install --no-install-recommends -y ${packages}
