@@ -25,7 +25,8 @@ log() {
     local line
     printf -v line '[%(%T)T] %s' -1 "$*"
     printf '%s\n' "$line"
-    if [ -n "${LOG_FILE:-}" ]; then
+    # Under pigen build, a step's output already goes to the build log.
+    if [ -n "${LOG_FILE:-}" ] && [ "${PIGEN_OUTPUT_LOGGED:-}" != 1 ]; then
         printf '%s\n' "$line" >>"$LOG_FILE" || return
     fi
 }

@@ -74,6 +74,26 @@ pub enum Command {
         #[arg(long)]
         install: bool,
     },
+    /// Tools for pigen's own scripts and benchmarks.
+    #[command(hide = true, subcommand)]
+    Internal(Internal),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Internal {
+    /// Compress IMAGE with each deploy compression and print throughput and ratio.
+    BenchCompression {
+        image: PathBuf,
+        /// Comma-separated DEPLOY_COMPRESSION values.
+        #[arg(long, default_value = "zip,gz,xz,zstd", value_delimiter = ',')]
+        formats: Vec<String>,
+        /// COMPRESSION_LEVEL (clamped to each format's range).
+        #[arg(long, default_value_t = 6)]
+        level: u32,
+        /// Where the compressed files are written (and deleted); default: next to IMAGE.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -124,6 +144,10 @@ fn init_tracing(cli: &Cli) {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let quiet = cli.quiet;
+    // Internal tools work outside a stage tree: before base_dir.
+    if let Command::Internal(internal) = &cli.command {
+        return run_internal(internal, quiet);
+    }
     let base_dir = base_dir(cli.base_dir.as_deref())?;
     let env: Env = std::env::vars().collect();
     match cli.command {
@@ -155,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Internal(internal) => run_internal(&internal, quiet),
         Command::Check { config, install } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
             check_apt_proxy(&cfg)?;
@@ -190,7 +215,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            let plan = make_plan(&cfg, &env, quiet)?;
+            // Planned here so a bad tree is reported before the preflight and the namespaces.
+            make_plan(&cfg, &env, quiet)?;
             check_apt_proxy(&cfg)?;
             let mut report = crate::check::run_check(&cfg, &base_dir, install_deps)?;
             let machine = nix::sys::utsname::uname()?;
@@ -208,10 +234,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{report}");
                 anyhow::bail!("this host cannot run the build yet; fix the rows above (or run with --install-deps)");
             }
-            if !quiet && plan.exports.iter().any(|e| e.image.skipped.is_none()) {
-                eprintln!("pigen: warning: this version builds the stage images but does not export disk images yet");
-            }
-            let _ = plan;
             // The build itself runs as PID 1 of its own namespaces (see exec::namespace); it
             // resolves the same configuration again, with IMG_DATE pinned.
             inner_env.push(("IMG_DATE".to_string(), cfg.get("IMG_DATE").to_string()));
@@ -219,6 +241,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args.push("--inner".into());
             let code = crate::exec::namespace::run_isolated(&args, &inner_env)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+    }
+}
+
+fn run_internal(internal: &Internal, quiet: bool) -> anyhow::Result<ExitCode> {
+    match internal {
+        Internal::BenchCompression {
+            image,
+            formats,
+            level,
+            out_dir,
+        } => {
+            let formats = formats
+                .iter()
+                .map(|f| match config::Compression::parse(f) {
+                    Some(config::Compression::None) | None => {
+                        anyhow::bail!("--formats: {f:?} is not one of zip, gz, xz, zstd")
+                    }
+                    Some(c) => Ok(c),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let out_dir = match out_dir {
+                Some(dir) => dir.clone(),
+                None => image
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            };
+            let rows =
+                crate::deploy::bench::bench_compression(image, &formats, *level, &out_dir, quiet)?;
+            print!("{}", crate::deploy::bench::report(image, &rows)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -262,16 +316,7 @@ fn build_inner(
         format!("pigen {}", words.join(" "))
     };
     match result {
-        Ok(()) => {
-            if plan.exports.iter().any(|e| e.image.skipped.is_none()) {
-                eprintln!(
-                    "pigen: error: all stages are built (images in {}), but exporting disk images is not implemented in this version",
-                    cfg.work_dir.display()
-                );
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(()) => Ok(ExitCode::SUCCESS),
         Err(BuildError::Step { step, error, hint }) => {
             eprintln!(
                 "pigen: error: step {step} failed: `{}` {}",

@@ -8,8 +8,10 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod plan;
 pub mod scan;
 pub mod storage;

@@ -497,3 +497,123 @@ fn skipping_a_built_stage_reuses_it() {
         Some("stage0\n")
     );
 }
+
+#[test]
+fn export_makes_a_raspberry_pi_image_and_deploys_it() {
+    if !can_build("export_makes_a_raspberry_pi_image_and_deploys_it") {
+        return;
+    }
+    for tool in ["sfdisk", "mkfs.fat", "mcopy", "sha256sum"] {
+        if common::which(tool).is_none() {
+            common::skip(
+                "export_makes_a_raspberry_pi_image_and_deploys_it",
+                &format!("{tool} missing"),
+            );
+            return;
+        }
+    }
+    let tree = Tree::new("qcow2");
+    let base = tree.base();
+    let stages = base.join("stages");
+    // The Raspberry Pi boot files and an fstab with placeholders, as stage trees write them.
+    write_exec(
+        &stages.join("stage1/01-boot/00-run.sh"),
+        "#!/bin/bash -e\nmkdir -p \"${ROOTFS_DIR}/boot/firmware\"\necho 'console=serial0,115200 root=ROOTDEV rootwait' > \"${ROOTFS_DIR}/boot/firmware/cmdline.txt\"\necho 'arm_64bit=1' > \"${ROOTFS_DIR}/boot/firmware/config.txt\"\nprintf 'proc /proc proc defaults 0 0\\nBOOTDEV /boot/firmware vfat defaults 0 2\\nROOTDEV / ext4 defaults,noatime 0 1\\n' > \"${ROOTFS_DIR}/etc/fstab\"\n",
+    );
+    write(
+        &stages.join("stage1/EXPORT_IMAGE"),
+        "IMG_SUFFIX=\"-test\"\nEXPORT_ONLY_VAR=from-fragment\n",
+    );
+    write(
+        &stages.join("export-image/00-finalise/00-run-chroot.sh"),
+        "echo \"exported ${EXPORT_ONLY_VAR}\" > /etc/exported\n",
+    );
+    let out = tree.build(&[
+        "--set",
+        "TARGET_RASPI=1",
+        "--set",
+        "DEPLOY_COMPRESSION=none",
+        "--set",
+        "IMG_FILENAME=fx",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(tree.leftovers(), Vec::<String>::new());
+
+    let deploy = base.join("deploy/fx");
+    let mut names: Vec<String> = std::fs::read_dir(&deploy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "SHA256SUMS",
+            "fx-test.img",
+            "fx-test.info",
+            "fx-test.root-ext4.img"
+        ]
+    );
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&deploy)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{}", text(&sums));
+
+    // The stage itself is unchanged: the export worked on a copy.
+    assert_eq!(tree.read("stage1", "/etc/exported"), None);
+    let image = deploy.join("fx-test.img");
+    let table = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&image)
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["type"], "c");
+    assert_eq!(parts[1]["type"], "83");
+    let disk_id = table["partitiontable"]["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x")
+        .to_string();
+    // Boot files on the FAT partition, with the root's PARTUUID.
+    let fat = format!(
+        "{}@@{}",
+        image.display(),
+        parts[0]["start"].as_u64().unwrap() * 512
+    );
+    let cmdline = Command::new("mtype")
+        .args(["-i", &fat, "::cmdline.txt"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline.stdout);
+    assert!(
+        cmdline.contains(&format!("root=PARTUUID={disk_id}-02")),
+        "cmdline.txt: {cmdline}"
+    );
+    // The root partition, as deployed separately, carries the export's changes.
+    let root = deploy.join("fx-test.root-ext4.img");
+    let cat = |path: &str| {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(&root)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(cat("/etc/exported"), "exported from-fragment\n");
+    assert!(
+        cat("/etc/fstab").contains(&format!("PARTUUID={disk_id}-02 / ext4")),
+        "{}",
+        cat("/etc/fstab")
+    );
+    let info = std::fs::read_to_string(deploy.join("fx-test.info")).unwrap();
+    assert!(info.contains("Generated using pigen"), "{info}");
+    assert!(info.contains("stage1"), "{info}");
+}

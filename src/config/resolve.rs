@@ -128,7 +128,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn parse(s: &str) -> Option<Compression> {
+    pub fn parse(s: &str) -> Option<Compression> {
         match s {
             "zip" => Some(Compression::Zip),
             "xz" => Some(Compression::Xz),
@@ -139,8 +139,19 @@ impl Compression {
         }
     }
 
+    /// The `DEPLOY_COMPRESSION` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zip => "zip",
+            Compression::Xz => "xz",
+            Compression::Gz => "gz",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+
     /// Allowed `COMPRESSION_LEVEL`s.
-    fn levels(self) -> std::ops::RangeInclusive<u32> {
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
         match self {
             Compression::Zstd => 1..=19,
             _ => 0..=9,

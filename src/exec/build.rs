@@ -11,7 +11,6 @@ use super::chroot::{apt_install_script, chroot_script_cmd, debconf_script, Resol
 use super::cmd::{Cmd, CmdError};
 use super::env::script_env;
 use super::env::StageVars;
-use super::pending::{layer_full_message, open_store};
 use super::signals;
 use super::state::{BuildState, StageStatus};
 use crate::config::{Config, Env};
@@ -130,7 +129,7 @@ pub fn run_build(
     log: &BuildLog,
 ) -> Result<(), BuildError> {
     let work_dir = &config.work_dir;
-    let store = open_store(config)?;
+    let store = crate::storage::open(config, log.sink())?;
     let previous = BuildState::load(work_dir)?;
     if options.resume {
         if let Some(previous) = &previous {
@@ -193,13 +192,159 @@ pub fn run_build(
         // Later stages sit on this one: whatever they were, they are stale now.
         for later in &plan.stages[i + 1..] {
             state.stages.remove(&later.name);
+            if layered && later.skipped.is_none() && store.exists(&later.name) {
+                store.discard(&later.name)?;
+            }
         }
         state.save(work_dir)?;
         build_stage(config, stage, prev, store.as_ref(), process_env, log)?;
         state.stages.insert(stage.name.clone(), StageStatus::Done);
         state.save(work_dir)?;
     }
+    let mut deployer = crate::deploy::Deployer::new();
+    for export in &plan.exports {
+        if let Some(signal) = signals::received() {
+            return Err(BuildError::Interrupted { signal });
+        }
+        export_one(
+            config,
+            plan,
+            export,
+            store.as_ref(),
+            process_env,
+            log,
+            &mut deployer,
+        )?;
+    }
     log.line(&format!("End {}", config.base_dir.display()));
+    Ok(())
+}
+
+/// One export: a writable copy of the stage, the `export-image` steps on it, the disk image
+/// assembled from the finished tree, then the deploy. The stage's own root is never modified.
+fn export_one(
+    config: &Config,
+    plan: &Plan,
+    export: &crate::plan::ExportPlan,
+    store: &dyn StageStore,
+    process_env: &Env,
+    log: &BuildLog,
+    deployer: &mut crate::deploy::Deployer,
+) -> Result<(), BuildError> {
+    let stage = plan
+        .stages
+        .iter()
+        .find(|s| s.name == export.stage)
+        .with_context(|| format!("export of unknown stage {}", export.stage))?;
+    let what = format!("export {} ({})", export.stage, export.name);
+    log.begin(&what);
+    let image_stage = &export.image;
+    std::fs::create_dir_all(&image_stage.work_dir)
+        .with_context(|| format!("creating {}", image_stage.work_dir.display()))?;
+    // The copy is a layer of its own on top of the stage (qcow2) or a full copy (dir).
+    let copy_name = format!("export-{}", export.stage);
+    let root = store
+        .create(&copy_name, Some(&export.stage), &image_stage.rootfs_dir)
+        .with_context(|| format!("preparing a writable copy of {}", export.stage))?;
+    let result = (|| -> Result<crate::deploy::Deployed, BuildError> {
+        let vars = StageVars {
+            stage: image_stage.name.clone(),
+            stage_dir: image_stage.dir.clone(),
+            stage_work_dir: image_stage.work_dir.clone(),
+            rootfs_dir: image_stage.rootfs_dir.clone(),
+            prev_stage: Some(stage.name.clone()),
+            prev_stage_dir: Some(stage.dir.clone()),
+            prev_rootfs_dir: Some(stage.rootfs_dir.clone()),
+            export_dir: Some(stage.dir.clone()),
+            export_rootfs_dir: Some(stage.rootfs_dir.clone()),
+            img_suffix: Some(export.img_suffix.clone()),
+        };
+        let mut env = script_env(config, process_env, &vars);
+        // Whatever EXPORT_IMAGE set is exported during its export, as the original did.
+        env.extend(export.vars.clone());
+        if image_stage.skipped.is_none() {
+            let resolv = ResolvConfGuard::install(&image_stage.rootfs_dir)?;
+            let steps = image_stage
+                .steps
+                .iter()
+                .try_for_each(|step| run_step(step, &env, log, root.as_ref()));
+            let resolv_result = resolv.finish();
+            steps?;
+            resolv_result?;
+        }
+        // The image is made from the tree alone: the chroot's mounts go first.
+        unmount_below(&image_stage.rootfs_dir, log)?;
+        let issue = Cmd::new("bash")
+            .args(["-c", "print_issue \"$1\"", "print_issue", &export.stage])
+            .env_clear()
+            .envs(env.iter())
+            .output(log.sink())
+            .map_err(|e| anyhow::anyhow!(e))?
+            .stdout;
+        let packages = crate::deploy::package_list(&image_stage.rootfs_dir, log.sink())?;
+        let info = crate::deploy::info_text(&issue, &packages);
+        let image = image_stage.work_dir.join(format!("{}.img", export.name));
+        log.line(&format!("Assembling {}", image.display()));
+        let options = crate::export::image::Options {
+            name: &export.name,
+            log: log.sink(),
+            progress: None,
+        };
+        let assembled =
+            crate::export::image::assemble(config, &image_stage.rootfs_dir, &image, &options)?;
+        for line in assembled.summary.lines() {
+            log.line(line);
+        }
+        let input = crate::deploy::DeployInput {
+            image: &image,
+            root: crate::deploy::RootPartition {
+                offset: assembled.root_offset,
+                size: assembled.root_size,
+            },
+            info: &info,
+        };
+        let deployed = deployer.deploy(config, export, &input, log)?;
+        let _ = std::fs::remove_file(&image);
+        Ok(deployed)
+    })();
+    let finished = root.finish();
+    let deployed = result?;
+    finished?;
+    // The copy served its purpose; the stage's own image stays for the next build.
+    store.discard(&copy_name)?;
+    for file in &deployed.files {
+        log.line(&format!(
+            "Deployed {}",
+            deployed.dir.join(&file.name).display()
+        ));
+    }
+    if export
+        .noobs
+        .as_ref()
+        .is_some_and(|n| n.stage.skipped.is_none())
+    {
+        log.line("export-noobs: NOOBS bundles are not made by this version of pigen; skipped");
+    }
+    log.end(&what);
+    Ok(())
+}
+
+/// Unmounts everything mounted below `rootfs` (chroot mounts), keeping `rootfs` itself.
+fn unmount_below(rootfs: &Path, log: &BuildLog) -> anyhow::Result<()> {
+    use crate::storage::mounts;
+    let top = mounts::canonical(rootfs)?;
+    let mut below: Vec<std::path::PathBuf> = mounts::mounts_at_or_below(&top)?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p != &top)
+        .collect();
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    below.dedup();
+    for mount_point in below {
+        if mounts::is_mount_point(&mount_point)? {
+            mounts::unmount_all(&mount_point, log.sink(), false)?;
+        }
+    }
     Ok(())
 }
 
@@ -239,7 +384,7 @@ fn build_stage(
     let result = stage
         .steps
         .iter()
-        .try_for_each(|step| run_step(step, &env, log, root.as_ref(), &stage.name));
+        .try_for_each(|step| run_step(step, &env, log, root.as_ref()));
     // Always put resolv.conf back and release the root, then report the first failure.
     let resolv_result = resolv.finish();
     let finish_result = root.finish();
@@ -255,7 +400,6 @@ fn run_step(
     env: &Env,
     log: &BuildLog,
     root: &dyn AttachedRoot,
-    stage: &str,
 ) -> Result<(), BuildError> {
     if let Some(signal) = signals::received() {
         return Err(BuildError::Interrupted { signal });
@@ -265,7 +409,10 @@ fn run_step(
         return Ok(());
     }
     log.begin(&step.id);
-    let env = &with_detected_mirror(env, root.rootfs());
+    let mut env = with_detected_mirror(env, root.rootfs());
+    // The step's output is copied into the build log already: `log` must not add its lines twice.
+    env.insert("PIGEN_OUTPUT_LOGGED".into(), "1".into());
+    let env = &env;
     let result = match &step.kind {
         StepKind::Prerun | StepKind::RunHost => run(host_script(step, env), log),
         StepKind::RunChroot => {
@@ -305,10 +452,7 @@ fn run_step(
         if let Some(signal) = signals::received() {
             return Err(BuildError::Interrupted { signal });
         }
-        let hint = root
-            .usage()
-            .ok()
-            .and_then(|(used, total)| layer_full_message(stage, used, total));
+        let hint = root.full_note(&error.tail.join("\n"));
         return Err(BuildError::Step {
             step: step.id.clone(),
             error,
@@ -435,6 +579,15 @@ mod tests {
     struct FakeStore(BTreeSet<String>);
 
     impl StageStore for FakeStore {
+        fn backend(&self) -> crate::storage::Backend {
+            crate::storage::Backend::Dir
+        }
+        fn resume(&self, _: &str, _: &Path) -> anyhow::Result<Box<dyn AttachedRoot>> {
+            unreachable!("stage_actions attaches nothing")
+        }
+        fn discard(&self, _: &str) -> anyhow::Result<()> {
+            unreachable!("stage_actions discards nothing")
+        }
         fn create(
             &self,
             _: &str,

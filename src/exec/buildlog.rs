@@ -31,6 +31,12 @@ pub struct BuildLog {
     step_started: std::cell::Cell<Instant>,
 }
 
+/// A line on stdout; a closed stdout (`pigen build | head`) must not stop the build.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// `HH:MM:SS` (UTC) for log lines.
 pub fn clock() -> String {
     let secs = SystemTime::now()
@@ -49,12 +55,7 @@ impl BuildLog {
             .with_context(|| format!("opening the build log {}", path.display()))?;
         let bar = (verbosity == Verbosity::Normal && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg:.dim}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
+            bar.set_style(spinner_style());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -82,7 +83,7 @@ impl BuildLog {
         self.sink.line(&line);
         match &self.bar {
             Some(bar) => bar.println(&line),
-            None if self.verbosity != Verbosity::Quiet => println!("{line}"),
+            None if self.verbosity != Verbosity::Quiet => say(&line),
             None => {}
         }
     }
@@ -104,9 +105,16 @@ impl BuildLog {
     /// For `Cmd::run`: the last output line on the progress display, or every line in verbose
     /// mode. (The log itself gets them from the sink.)
     pub fn output_line(&self, line: &str) {
+        // Lines of the scripts' own `log` function are shown as the original showed them.
+        let is_log_line = line.len() > 11
+            && line.as_bytes()[0] == b'['
+            && line.as_bytes()[9] == b']'
+            && line[1..9].bytes().all(|b| b.is_ascii_digit() || b == b':');
         match (&self.bar, self.verbosity) {
+            (Some(bar), _) if is_log_line => bar.println(line),
             (Some(bar), _) => bar.set_message(line.chars().take(200).collect::<String>()),
-            (None, Verbosity::Verbose) => println!("{line}"),
+            (None, Verbosity::Verbose) => say(line),
+            (None, Verbosity::Normal) if is_log_line => say(line),
             _ => {}
         }
     }
@@ -119,9 +127,75 @@ impl BuildLog {
         }
     }
 
+    /// A byte counter for a long copy (compression): on a terminal the progress line shows
+    /// `what`, `{bytes}/{total_bytes}` and the rate until the counter is dropped; elsewhere
+    /// only the caller's own summary line appears (plain logs stay one line per event).
+    pub fn bytes(&self, what: &str, total: u64) -> BytesProgress {
+        const TEMPLATE: &str =
+            "{spinner} [{elapsed_precise}] {msg} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
+        let style = || {
+            ProgressStyle::with_template(TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        let (bar, shared) = match &self.bar {
+            Some(bar) => {
+                bar.set_style(style());
+                (bar.clone(), true)
+            }
+            None if self.verbosity != Verbosity::Quiet && std::io::stderr().is_terminal() => {
+                let bar = ProgressBar::new(total).with_style(style());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                (bar, false)
+            }
+            None => (ProgressBar::hidden(), false),
+        };
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.reset_eta();
+        bar.set_message(what.to_string());
+        BytesProgress { bar, shared }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// See [`BuildLog::bytes`]. Dropping it restores the build's progress line.
+pub struct BytesProgress {
+    bar: ProgressBar,
+    /// The build's own spinner, borrowed: restored on drop instead of cleared.
+    shared: bool,
+}
+
+impl BytesProgress {
+    /// A counter that shows nothing (benchmarks, callers without a build log).
+    pub fn hidden() -> BytesProgress {
+        BytesProgress {
+            bar: ProgressBar::hidden(),
+            shared: false,
+        }
+    }
+
+    pub fn set(&self, done: u64) {
+        self.bar.set_position(done);
+    }
+}
+
+impl Drop for BytesProgress {
+    fn drop(&mut self) {
+        if self.shared {
+            self.bar.unset_length();
+            self.bar.set_message("");
+            self.bar.set_style(spinner_style());
+        } else {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg:.dim}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }

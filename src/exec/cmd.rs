@@ -39,6 +39,16 @@ impl fmt::Display for CmdError {
 #[derive(Clone, Default)]
 pub struct LogSink(Option<Arc<Mutex<Box<dyn Write + Send>>>>);
 
+impl fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LogSink(open)"
+        } else {
+            "LogSink(none)"
+        })
+    }
+}
+
 impl LogSink {
     pub fn new(writer: impl Write + Send + 'static) -> LogSink {
         LogSink(Some(Arc::new(Mutex::new(Box::new(writer)))))
@@ -63,7 +73,9 @@ pub struct Cmd {
     ok_codes: Vec<i32>,
     any_code: bool,
     step: bool,
-    die_with_parent: bool,
+    kill_with_parent: bool,
+    /// `Some(mounts to detach)`: run in a private copy of our mount namespace.
+    own_mount_namespace: Option<Vec<std::ffi::CString>>,
 }
 
 /// What a successful command printed.
@@ -86,7 +98,8 @@ impl Cmd {
             ok_codes: vec![0],
             any_code: false,
             step: false,
-            die_with_parent: false,
+            kill_with_parent: false,
+            own_mount_namespace: None,
         }
     }
 
@@ -162,12 +175,6 @@ impl Cmd {
         self
     }
 
-    /// SIGKILL the command when pigen dies, however it dies (PR_SET_PDEATHSIG).
-    pub fn die_with_parent(mut self) -> Cmd {
-        self.die_with_parent = true;
-        self
-    }
-
     /// Starts with the terminal (stdin, stdout, stderr inherited) and returns the child, for
     /// callers that need its pid while it runs.
     pub fn spawn_interactive(&self, log: &LogSink) -> Result<std::process::Child, CmdError> {
@@ -175,6 +182,36 @@ impl Cmd {
         let mut command = self.command();
         command.stdin(Stdio::inherit());
         command.spawn().map_err(|e| self.spawn_error(e))
+    }
+
+    /// The child gets SIGKILL when the thread that started it exits (`PR_SET_PDEATHSIG`): for
+    /// helpers (qemu-storage-daemon, qemu-nbd) that must not outlive pigen even when pigen is
+    /// killed outright. The kernel ties this to the spawning *thread*, not the process: start
+    /// such helpers from a thread that lives as long as they are needed.
+    pub fn kill_with_parent(mut self) -> Cmd {
+        self.kill_with_parent = true;
+        self
+    }
+
+    /// Runs the command in a new mount namespace, a private copy of ours (propagation private
+    /// both ways), in which the mounts at `detach` are lazily detached first.
+    ///
+    /// For helpers that serve a block device a filesystem in *our* namespace is mounted from
+    /// (qemu-storage-daemon, qemu-nbd): when a namespace dies, the last process leaving it
+    /// unmounts its filesystems, and if that process is the helper, the final flush of such a
+    /// filesystem waits for the helper itself — which is exiting: the kernel hangs (seen here:
+    /// the helper stuck in `ext4_sync_fs` → `blkdev_issue_flush`, every later `sync` on the
+    /// host stuck behind it). In its own namespace the helper never holds ours. `detach` names
+    /// the block-device filesystems of ours it would otherwise keep a copy of (keeping such a
+    /// filesystem alive after we unmount it would keep its device busy).
+    pub fn own_mount_namespace(mut self, detach: &[PathBuf]) -> Cmd {
+        use std::os::unix::ffi::OsStrExt;
+        let detach = detach
+            .iter()
+            .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        self.own_mount_namespace = Some(detach);
+        self
     }
 
     /// The command line as a shell would need it typed: for logs and errors.
@@ -202,20 +239,87 @@ impl Cmd {
         } else {
             Stdio::null()
         });
-        use std::os::unix::process::CommandExt;
         if self.step {
+            use std::os::unix::process::CommandExt;
             command.process_group(0);
         }
-        if self.die_with_parent {
-            // Runs between fork and exec: only async-signal-safe calls.
+        if self.kill_with_parent || self.own_mount_namespace.is_some() {
+            use std::os::unix::process::CommandExt;
+            let kill_with_parent = self.kill_with_parent;
+            let parent = nix::unistd::getpid();
+            let detach = self.own_mount_namespace.clone();
+            // SAFETY: the hook runs between fork and exec and only makes system calls (prctl,
+            // getppid, unshare, mount, umount2), all async-signal-safe, on data prepared
+            // before the fork (the C strings); it allocates nothing.
             unsafe {
-                command.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)
+                command.pre_exec(move || {
+                    if kill_with_parent {
+                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                        // The parent may have died before the prctl: nobody would kill us.
+                        // (0: the parent is outside our PID namespace, as for the build's PID 1.)
+                        let ppid = nix::unistd::getppid();
+                        if ppid != parent && ppid.as_raw() != 0 {
+                            return Err(std::io::Error::other("parent exited during spawn"));
+                        }
+                    }
+                    if let Some(detach) = &detach {
+                        use nix::mount::{MntFlags, MsFlags};
+                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                        nix::mount::mount(
+                            None::<&std::ffi::CStr>,
+                            c"/",
+                            None::<&std::ffi::CStr>,
+                            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                            None::<&std::ffi::CStr>,
+                        )?;
+                        for target in detach {
+                            let _ = nix::mount::umount2(target.as_c_str(), MntFlags::MNT_DETACH);
+                        }
+                    }
+                    Ok(())
                 });
             }
         }
         command
+    }
+
+    /// Starts the command in the background (a helper daemon such as qemu-storage-daemon): its
+    /// stdout and stderr, merged, are copied to `log` line by line as they come and the last
+    /// lines are kept for errors. Stdin is /dev/null (or the bytes given with `stdin`).
+    /// Dropping the handle kills the process (SIGKILL) and reaps it.
+    pub fn spawn(&self, log: &LogSink) -> Result<Background, CmdError> {
+        log.line(&format!("+ {} &", self.display()));
+        tracing::debug!(command = %self.display(), "spawn");
+        let (reader, writer) = std::io::pipe().map_err(|e| self.spawn_error(e))?;
+        let writer2 = writer.try_clone().map_err(|e| self.spawn_error(e))?;
+        let mut command = self.command();
+        command.stdout(writer).stderr(writer2);
+        let mut child = command.spawn().map_err(|e| self.spawn_error(e))?;
+        drop(command);
+        let _ = self.feed_stdin(&mut child);
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let reader_tail = Arc::clone(&tail);
+        let reader_log = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(reader).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches('\r');
+                reader_log.line(line);
+                let mut tail = reader_tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            }
+        });
+        Ok(Background {
+            command: self.clone(),
+            child: Some(child),
+            status: None,
+            tail,
+            reader: Some(reader),
+        })
     }
 
     /// Runs, capturing stdout and stderr separately (for commands whose output is data).
@@ -381,6 +485,149 @@ impl Cmd {
     }
 }
 
+/// A command running in the background, started by `Cmd::spawn`.
+pub struct Background {
+    command: Cmd,
+    child: Option<std::process::Child>,
+    status: Option<ExitStatus>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// The command line, for messages.
+    pub fn display(&self) -> String {
+        self.command.display()
+    }
+
+    /// The last lines the process printed so far.
+    pub fn tail(&self) -> Vec<String> {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect()
+    }
+
+    /// `Some(status)` once the process has exited (it is reaped then).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.status = Some(status);
+                    self.join_reader();
+                }
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// A `CmdError` saying the process ended (or did something wrong, `how`), with its last
+    /// output.
+    pub fn error(&self, how: impl Into<String>) -> CmdError {
+        CmdError {
+            command: self.display(),
+            how: how.into(),
+            tail: self.tail(),
+        }
+    }
+
+    /// How an exited process ended, in `CmdError` words.
+    pub fn describe(status: ExitStatus) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "ended".to_string(),
+        }
+    }
+
+    /// Asks the process to exit (SIGTERM), waits up to `grace`, then kills it (SIGKILL).
+    /// Ok when it exited by itself with code 0 or by the SIGTERM; the error names how it ended
+    /// otherwise (killed after the grace period, or a failure exit code).
+    pub fn stop(&mut self, grace: std::time::Duration) -> Result<(), CmdError> {
+        use std::os::unix::process::ExitStatusExt;
+        if self.try_wait().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if self.wait_timeout(grace).is_none() {
+                self.kill();
+                return Err(self.error(format!(
+                    "did not exit within {}s of SIGTERM; killed",
+                    grace.as_secs()
+                )));
+            }
+        }
+        let status = self.status.expect("reaped");
+        if status.success() || status.signal() == Some(nix::sys::signal::Signal::SIGTERM as i32) {
+            Ok(())
+        } else {
+            Err(self.error(Self::describe(status)))
+        }
+    }
+
+    /// SIGKILL and reap (no-op when it already exited).
+    pub fn kill(&mut self) {
+        if self.try_wait().is_none() {
+            if let Some(child) = self.child.as_mut() {
+                let _ = child.kill();
+                if let Ok(status) = child.wait() {
+                    self.status = Some(status);
+                }
+            }
+            self.join_reader();
+        }
+    }
+
+    fn join_reader(&mut self) {
+        // The pipe closes when the process and every child it handed its output to are gone.
+        // Give the reader a moment to copy the last lines, but a grandchild keeping the pipe
+        // open must not hang us: join only a finished reader.
+        for _ in 0..50 {
+            if self.reader.as_ref().is_none_or(|r| r.is_finished()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if self.reader.as_ref().is_some_and(|r| r.is_finished()) {
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl fmt::Debug for Background {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Background")
+            .field("command", &self.display())
+            .field("pid", &self.pid())
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
 fn tail_of<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     let all: Vec<&str> = lines.collect();
     all[all.len().saturating_sub(TAIL_LINES)..]
@@ -495,5 +742,83 @@ mod tests {
             "{}",
             err.how
         );
+    }
+
+    #[test]
+    fn background_processes_are_logged_stopped_and_reported() {
+        let capture = Capture::default();
+        let log = LogSink::new(capture.clone());
+        let mut daemon = Cmd::new("sh")
+            .args(["-c", "echo started; exec sleep 30"])
+            .spawn(&log)
+            .unwrap();
+        assert!(daemon
+            .wait_timeout(std::time::Duration::from_millis(100))
+            .is_none());
+        daemon.stop(std::time::Duration::from_secs(5)).unwrap();
+        assert!(capture
+            .text()
+            .starts_with("+ sh -c 'echo started; exec sleep 30' &\nstarted\n"));
+
+        let mut failing = Cmd::new("sh")
+            .args(["-c", "echo cannot open image >&2; exit 3"])
+            .spawn(&LogSink::default())
+            .unwrap();
+        let status = failing
+            .wait_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let err = failing.error(Background::describe(status));
+        assert_eq!(
+            err.to_string(),
+            "`sh -c 'echo cannot open image >&2; exit 3'` failed: exited with code 3; last output:\n    cannot open image"
+        );
+        assert!(failing.stop(std::time::Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn kill_with_parent_ends_the_helper_when_its_thread_exits() {
+        let pid = std::thread::spawn(|| {
+            let daemon = Cmd::new("sleep")
+                .arg("30")
+                .kill_with_parent()
+                .spawn(&LogSink::default())
+                .unwrap();
+            let pid = daemon.pid();
+            std::mem::forget(daemon); // no Drop: only the death signal can end it
+            pid
+        })
+        .join()
+        .unwrap();
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            // Nobody reaps it (the handle was forgotten), so dead means zombie.
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = state.rsplit(") ").next().unwrap_or("").chars().next();
+            if state == Some('Z') || state.is_none() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    #[test]
+    fn own_mount_namespace_keeps_mounts_apart() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP own_mount_namespace_keeps_mounts_apart: needs root");
+            return;
+        }
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "readlink /proc/self/ns/mnt"])
+            .own_mount_namespace(&[])
+            .output(&LogSink::default())
+            .unwrap();
+        assert_ne!(Path::new(out.stdout.trim()), ns("self"));
     }
 }

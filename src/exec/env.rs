@@ -361,7 +361,7 @@ mod tests {
             out.stderr,
             "Previous stage rootfs not found\n\
              unmount: refusing to unmount everything below /\n\
-             bootstrap: usage: bootstrap SUITE TARGET [MIRROR]\n"
+             bootstrap: usage: bootstrap SUITE TARGET [MIRROR [DEBOOTSTRAP-OPTION...]]\n"
         );
     }
 

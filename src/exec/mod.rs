@@ -6,7 +6,6 @@ pub mod chroot;
 pub mod cmd;
 pub mod env;
 pub mod namespace;
-pub mod pending;
 pub mod signals;
 pub mod state;
 

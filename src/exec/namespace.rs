@@ -40,7 +40,7 @@ pub fn run_isolated(args: &[OsString], env: &[(String, String)]) -> anyhow::Resu
     )
     .context("making the build's mounts private")?;
     let exe = std::env::current_exe().context("finding the pigen executable")?;
-    let mut cmd = Cmd::new(exe).args(args).die_with_parent();
+    let mut cmd = Cmd::new(exe).args(args).kill_with_parent();
     for (name, value) in env {
         cmd = cmd.env(name, value);
     }
