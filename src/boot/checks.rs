@@ -52,21 +52,11 @@ impl Check {
         }
     }
 
+    /// A check by name; `root-grown` is another name for `rootfs`.
     pub fn parse(name: &str) -> Option<Check> {
-        Check::ALL.into_iter().find(|c| c.name() == name)
-    }
-
-    /// What the value means, for `--help` and errors.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Check::Hostname => "host name (uname -n)",
-            Check::User => "the logged-in user (id -un)",
-            Check::Locale => "LANG of /etc/default/locale, e.g. en_GB.UTF-8",
-            Check::Timezone => "the zone /etc/localtime points to (or /etc/timezone)",
-            Check::Keymap => "XKBLAYOUT of /etc/default/keyboard, e.g. de",
-            Check::Ssh => "enabled or disabled (no sshd counts as disabled)",
-            Check::System => "systemctl is-system-running --wait: running, degraded, …",
-            Check::Rootfs => "grown when the root filesystem grew on the first boot",
+        match name {
+            "root-grown" => Some(Check::Rootfs),
+            _ => Check::ALL.into_iter().find(|c| c.name() == name),
         }
     }
 
@@ -223,9 +213,11 @@ impl Check {
             Check::Ssh if expected == "disabled" => {
                 matches!(found, "disabled" | "masked" | "absent")
             }
-            Check::Rootfs if expected == "not-grown" || expected == "not grown" => {
-                found == "not-grown"
-            }
+            Check::Rootfs => match expected {
+                "grown" | "yes" => found == "grown",
+                "not-grown" | "not grown" | "no" => found == "not-grown",
+                _ => expected == found,
+            },
             _ => expected == found,
         }
     }
@@ -575,6 +567,9 @@ mod tests {
         assert!(!Check::Ssh.matches("enabled", "absent"));
         assert!(Check::Rootfs.matches("grown", "grown"));
         assert!(Check::Rootfs.matches("not grown", "not-grown"));
+        assert!(Check::Rootfs.matches("yes", "grown"));
+        assert!(!Check::Rootfs.matches("yes", "not-grown"));
+        assert_eq!(Check::parse("root-grown"), Some(Check::Rootfs));
         assert!(!Check::Hostname.matches("box", "Box"));
 
         let found = Check::System.interpret(&ran(1, "degraded"), 0);
