@@ -10,7 +10,7 @@
 //! - pigen's own list is built in (the `depends` file at the root of pigen's source); a
 //!   `BASE_DIR/depends` adds the tools a stage tree's scripts need;
 //! - tools needed only for some configurations (qemu-utils for qcow2 stages, the qemu-user
-//!   emulator for a foreign TARGET_ARCH, xfsprogs, bmap-tools, squashfs-tools) are required only
+//!   emulator for a foreign TARGET_ARCH, xfsprogs, squashfs-tools) are required only
 //!   when the configuration uses them;
 //! - binfmt_misc is required only for a foreign TARGET_ARCH, and the handler itself is checked
 //!   (registered, enabled, F flag), not just the mount;
@@ -247,9 +247,6 @@ pub fn conditional_requirements(
     }
     if config.get("BOOT_FSTYPE") == "xfs" {
         reqs.push(requirement(&["mkfs.xfs"], &["xfsprogs"], "BOOT_FSTYPE=xfs"));
-    }
-    if config.flag("BMAP") {
-        reqs.push(requirement(&["bmaptool"], &["bmap-tools"], "BMAP=1"));
     }
     if config.flag("ROOTFS_RO") {
         reqs.push(requirement(
@@ -1819,16 +1816,16 @@ mod tests {
         ]);
         let report = evaluate(&config, &probe, &depends);
         assert!(report.would_fail());
-        assert_eq!(
-            report.apt_packages,
-            ["xfsprogs", "bmap-tools", "squashfs-tools"]
-        );
+        assert_eq!(report.apt_packages, ["xfsprogs", "squashfs-tools"]);
         assert!(report
             .row("mkfs.xfs")
             .unwrap()
             .detail
             .contains("BOOT_FSTYPE=xfs"));
-        assert!(report.row("bmaptool").unwrap().detail.contains("BMAP=1"));
+        assert!(
+            report.row("bmaptool").is_none(),
+            "pigen writes .bmap files itself"
+        );
         assert!(report
             .row("mksquashfs")
             .unwrap()

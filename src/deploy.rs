@@ -234,6 +234,18 @@ pub fn deploy(
         );
     }
 
+    // The plan told the user which files to expect: hold deploy to it, before the long work.
+    let planned: BTreeSet<String> = export
+        .deploy_files
+        .iter()
+        .filter(|f| !SHARED_DEPLOY_FILES.contains(&f.as_str()))
+        .cloned()
+        .collect();
+    let will_make = file_names(config, export);
+    if will_make != planned {
+        bail!("internal error: deploy would make {will_make:?} but the plan lists {planned:?}");
+    }
+
     fs::create_dir_all(top).with_context(|| format!("creating {}", top.display()))?;
     let _lock = lock(top, &dir_name, log)?;
     remove_stale_staging(top, &dir_name, log);
@@ -330,15 +342,8 @@ pub fn deploy(
     }
     checkpoint("staged")?;
 
-    // The plan told the user which files to expect: hold deploy to it.
     let made: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    let planned: BTreeSet<&str> = export
-        .deploy_files
-        .iter()
-        .map(String::as_str)
-        .filter(|f| !SHARED_DEPLOY_FILES.contains(f))
-        .collect();
-    if made != planned {
+    if made != planned.iter().map(String::as_str).collect() {
         bail!("internal error: deploy made {made:?} but the plan lists {planned:?}");
     }
 
@@ -375,6 +380,23 @@ pub fn deploy(
         files,
         compressed,
     })
+}
+
+/// The names of the files [`deploy`] writes for `export` (without `SHA256SUMS`).
+fn file_names(config: &Config, export: &ExportPlan) -> BTreeSet<String> {
+    let n = &export.name;
+    let mut names: BTreeSet<String> = [format!("{n}.info"), format!("{n}.root-ext4.img")].into();
+    names.extend(compressed_name(config, export));
+    if config.compression == Compression::None || config.flag("KEEP_IMG") {
+        names.insert(format!("{n}.img"));
+    }
+    if config.flag("BMAP") {
+        names.insert(format!("{n}.bmap"));
+    }
+    if config.use_qemu || config.flag("OUTPUT_QCOW2") {
+        names.insert(format!("{n}.qcow2"));
+    }
+    names
 }
 
 /// The compressed image's name (the plan's naming: `deploy_files`).

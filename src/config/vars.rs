@@ -116,6 +116,9 @@ pub static VARS: &[VarDef] = &[
     var("CUSTOM_VERSION", Text, Unset, "See `CUSTOM_NAME`."),
     // Package sources and policy.
     var("DEB_SERVER", Text, Unset, "Debian mirror for debootstrap and the image's sources; unset: debootstrap's own default mirror."),
+    var("DEB_SECURITY_SERVER", Text, Unset, "Debian security archive for the image's sources; unset: the `debian-security` sibling of a `DEB_SERVER` ending in `/debian`."),
+    var("RASPI_SERVER", Text, Unset, "URL of the Raspberry Pi archive (firmware, kernels, raspi-config); needed with `TARGET_RASPI=1` and `RASPI_FIRMWARE=raspberrypi`, with its key in `stages/stage0/files/raspberrypi-archive-keyring.gpg`."),
+    var("RASPBIAN_SERVER", Text, Unset, "URL of the Raspbian archive; needed with `PREFER_RASPI_SOURCE=1`, with its key in `stages/stage0/files/raspberrypi.gpg`."),
     var("IS_TESTING", Flag, Computed("`0` for known releases, `1` otherwise"), "`1`: write testing-style apt sources."),
     var("PREFER_RASPI_SOURCE", Flag, Value("0"), "`1` with `TARGET_RASPI=1` and `armhf`: bootstrap from the Raspbian archive."),
     var("USE_RASPI_SOURCE", Flag, Forced("`1` iff `PREFER_RASPI_SOURCE=1`, `TARGET_RASPI=1`, `TARGET_ARCH=armhf`"), "Derived; read by stage scripts."),

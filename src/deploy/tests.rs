@@ -662,6 +662,16 @@ fn bad_input_fails_before_anything_is_written() {
         err.starts_with("the root partition (offset 7340032, 2097152 bytes) is not inside"),
         "{err}"
     );
+    // Deploy and plan must agree on the file names.
+    let mut export = plan.exports[0].clone();
+    export.deploy_files.retain(|f| !f.ends_with(".info"));
+    let err = deploy(&config, &export, &input(root), &fx.log, Landing::Replace)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("internal error: deploy would make"),
+        "{err}"
+    );
     assert!(!fx.deploy_root().exists());
 }
 

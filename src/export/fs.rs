@@ -165,8 +165,9 @@ pub fn substitute_placeholders(
 }
 
 /// Fills the placeholders of the layout into `/etc/fstab` and, for Raspberry Pi images, into
-/// `cmdline.txt` in the boot directory and every `sys_*/cmdline.txt` below it (`ROOTDEV`
-/// only). Returns notes for the log.
+/// `cmdline.txt` in the boot directory, every `sys_*/cmdline.txt` below it and
+/// `/etc/default/raspi-firmware` (`ROOTDEV` only: Debian's raspi-firmware rewrites cmdline.txt
+/// from its `ROOTPART` on every kernel update). Returns notes for the log.
 pub fn write_partuuids(tree: &Path, layout: &Layout) -> anyhow::Result<Vec<String>> {
     let present = layout.placeholders();
     let missing: Vec<&str> = ["BOOTDEV", "EFIDEV"]
@@ -185,6 +186,7 @@ pub fn write_partuuids(tree: &Path, layout: &Layout) -> anyhow::Result<Vec<Strin
                 .cloned()
                 .collect::<Vec<_>>();
             files.push((format!("{dir}/cmdline.txt"), root.clone(), vec![]));
+            files.push(("/etc/default/raspi-firmware".into(), root.clone(), vec![]));
             if let Some(boot) = in_tree(tree, dir)? {
                 let mut subdirs: Vec<String> = fs::read_dir(&boot)
                     .with_context(|| format!("reading {}", boot.display()))?
@@ -680,6 +682,52 @@ mod tests {
             ("BOOTDEV", "0a1b2c3d-01".to_string()),
             ("ROOTDEV", "0a1b2c3d-02".to_string()),
         ]
+    }
+
+    /// A Raspberry Pi tree made with Debian's raspi-firmware: its defaults file names the root
+    /// too, so that kernel updates on the device keep writing the right cmdline.txt.
+    #[test]
+    fn raspi_firmware_defaults_get_the_root() {
+        use super::super::layout::{FatUsage, FsType, RootUsage, Settings, TreeUsage, MIB};
+        let tree = tempfile::tempdir().unwrap();
+        let t = tree.path();
+        fs::create_dir_all(t.join("etc/default")).unwrap();
+        fs::create_dir_all(t.join("boot/firmware")).unwrap();
+        fs::write(t.join("etc/fstab"), "ROOTDEV / ext4 defaults 0 1\n").unwrap();
+        fs::write(
+            t.join("etc/default/raspi-firmware"),
+            "#ROOTPART=/dev/mmcblk0p2\nROOTPART=ROOTDEV\nCONSOLES=\"serial0,115200 tty1\"\n",
+        )
+        .unwrap();
+        let settings = Settings {
+            target: Target::Raspi,
+            boot_fstype: FsType::Vfat,
+            boot_size: 256 * MIB,
+            root_margin: (10, 128 * MIB),
+            fat_codepage: "437".into(),
+            seed: "2026-01-01\ntest".into(),
+            epoch: None,
+        };
+        let usage = TreeUsage {
+            root: RootUsage {
+                data_blocks: 1000,
+                inodes: 100,
+            },
+            fat_dir: Some((
+                "/boot/firmware".into(),
+                FatUsage {
+                    file_sizes: vec![1000],
+                    dir_slots: vec![2],
+                },
+            )),
+        };
+        let layout = Layout::plan(&settings, &usage).unwrap();
+        let root = layout.root_partition().partuuid.clone();
+        write_partuuids(t, &layout).unwrap();
+        assert_eq!(
+            fs::read_to_string(t.join("etc/default/raspi-firmware")).unwrap(),
+            format!("#ROOTPART=/dev/mmcblk0p2\nROOTPART=PARTUUID={root}\nCONSOLES=\"serial0,115200 tty1\"\n")
+        );
     }
 
     #[test]

@@ -52,11 +52,15 @@ pub struct Assembled {
     pub timings: Vec<(String, Duration)>,
 }
 
-/// Makes `image` from `tree` (a writable export copy: fstab, cmdline.txt, grub.cfg and
-/// `/boot/grub/<platform>` in it are updated) as `config` says.
+/// Makes `image` from `tree` as `config` says.
 ///
-/// The tree must have nothing mounted below it. Needs root for PC images (GRUB runs in a
-/// chroot) and where a boot directory's content is left out of the root (Raspberry Pi, GPT).
+/// The tree is a writable export copy and is changed: placeholders in `/etc/fstab` and
+/// `cmdline.txt` are filled, `/boot/grub/grub.cfg` is pointed at the new root, GRUB modules go
+/// to `/boot/grub/<platform>`, `/boot/efi` is created for GPT. Once filled, placeholders are
+/// gone: export a fresh copy for another name or date. Nothing may be mounted below the tree.
+/// Needs root for PC images (GRUB runs in a chroot) and where a boot directory's content is
+/// left out of the root (Raspberry Pi, GPT). A scratch directory `.<image name>.pigen-tmp` next
+/// to the image is used and removed; on failure no image is left behind.
 pub fn assemble(
     config: &Config,
     tree: &Path,
@@ -141,6 +145,8 @@ pub fn assemble_with(
     fs::File::create(image)
         .and_then(|f| f.set_len(layout.image_size))
         .with_context(|| format!("creating {}", image.display()))?;
+    // From here on a failure leaves no half-made image behind.
+    let unfinished = Unfinished(Some(image));
     Cmd::new("sfdisk")
         .args(["--no-reread", "--no-tell-kernel", "--wipe", "always", "-q"])
         .arg(image)
@@ -206,6 +212,7 @@ pub fn assemble_with(
     let summary = check(image, &layout, &scratch.path, log)?;
     lap("check", &mut timings);
     log.line(&format!("pigen: image {}:\n{summary}", image.display()));
+    unfinished.finished();
 
     Ok(Assembled {
         image: image.to_path_buf(),
@@ -307,6 +314,23 @@ fn copy_plain_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the image when dropped before [`finished`](Self::finished).
+struct Unfinished<'a>(Option<&'a Path>);
+
+impl Unfinished<'_> {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(image) = self.0 {
+            let _ = fs::remove_file(image);
+        }
+    }
 }
 
 /// A scratch directory next to the image, removed when dropped.
