@@ -60,8 +60,42 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(60);
 /// Console lines shown on failure.
 const TAIL_LINES: usize = 30;
 
-/// Boots, checks and prints the report. `Ok(true)`: every check passed.
-pub fn run(options: &Options) -> anyhow::Result<bool> {
+/// How a run ended (errors aside).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every check passed.
+    Passed,
+    Failed,
+    /// Stopped by this signal (QEMU stopped, temporary files removed).
+    Interrupted(nix::sys::signal::Signal),
+}
+
+/// Boots, checks and prints the report.
+pub fn run(options: &Options) -> anyhow::Result<Ending> {
+    // Ctrl-C stops QEMU (same process group) and this run, which then removes its temporary
+    // files instead of dying with them in place.
+    crate::exec::signals::install()?;
+    match run_inner(options) {
+        Err(e) if e.is::<Interrupted>() => Ok(Ending::Interrupted(
+            crate::exec::signals::received().unwrap_or(nix::sys::signal::Signal::SIGINT),
+        )),
+        other => other,
+    }
+}
+
+/// A stop signal arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
+fn check_interrupted() -> Result<(), Interrupted> {
+    match crate::exec::signals::received() {
+        Some(_) => Err(Interrupted),
+        None => Ok(()),
+    }
+}
+
+fn run_inner(options: &Options) -> anyhow::Result<Ending> {
     let started = Instant::now();
     let meta = std::fs::metadata(&options.image)
         .map_err(|e| ConfigError::new(format!("{}: {e}", options.image.display())))?;
@@ -121,7 +155,7 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         writeln!(out, "{summary}")?;
         let quoted: Vec<String> = argv.iter().map(|a| crate::cli::shell_quote(a)).collect();
         writeln!(out, "{}", quoted.join(" "))?;
-        return Ok(true);
+        return Ok(Ending::Passed);
     }
     let raw_len = std::fs::metadata(&raw)?.len();
     let raw_abs = std::fs::canonicalize(&raw)?;
@@ -153,9 +187,14 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         console: machine.console(),
     };
     let ended = drive.run(&argv, &socket, &transcript_path, session, &log)?;
+    if ended.interrupted {
+        let _ = std::fs::remove_file(&transcript_path);
+        return Err(Interrupted.into());
+    }
 
     // The report.
     let mut failures = Vec::new();
+    let mut warnings = 0;
     let mut lines = Vec::new();
     let m = ended.session.milestones();
     let at = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{}s", d.as_secs()));
@@ -176,6 +215,9 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
             .find(|(c, _)| c == check)
             .map(|(_, v)| v.as_str());
         let outcome: Outcome = checks::judge(*check, found, expected);
+        if outcome.verdict == Verdict::Warn {
+            warnings += 1;
+        }
         if outcome.verdict == Verdict::Fail {
             failures.push(match &outcome.expected {
                 Some(want) => format!(
@@ -225,13 +267,17 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
     }
     let took = started.elapsed().as_secs();
     if failures.is_empty() {
-        writeln!(out, "PASS ({took}s)")?;
+        match warnings {
+            0 => writeln!(out, "PASS ({took}s)")?,
+            1 => writeln!(out, "PASS with 1 warning ({took}s)")?,
+            n => writeln!(out, "PASS with {n} warnings ({took}s)")?,
+        }
         if options.transcript.is_none() {
             let _ = std::fs::remove_file(&transcript_path);
         } else {
             writeln!(out, "console transcript: {}", transcript_path.display())?;
         }
-        return Ok(true);
+        return Ok(Ending::Passed);
     }
     writeln!(out, "FAIL ({took}s)")?;
     for failure in &failures {
@@ -251,13 +297,14 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         }
     }
     eprintln!("console transcript: {}", transcript_path.display());
-    Ok(false)
+    Ok(Ending::Failed)
 }
 
 /// How the session ended.
 struct Ended {
     session: Session,
     failure: Option<String>,
+    interrupted: bool,
     qemu_tail: Vec<String>,
 }
 
@@ -290,7 +337,12 @@ impl Drive<'_> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut announced = (false, false);
         let mut done_at: Option<Instant> = None;
+        let mut interrupted = false;
         let failure = loop {
+            if check_interrupted().is_err() {
+                interrupted = true;
+                break Some("interrupted".to_string());
+            }
             let now = Instant::now();
             let n = match stream.read(&mut buf) {
                 Ok(n) => n,
@@ -376,6 +428,7 @@ impl Drive<'_> {
         Ok(Ended {
             session,
             failure,
+            interrupted,
             qemu_tail,
         })
     }
@@ -743,6 +796,7 @@ fn write_sparse(mut reader: impl Read, dst: &Path) -> anyhow::Result<()> {
         if filled == 0 {
             break;
         }
+        check_interrupted()?;
         crate::deploy::sparse::write_nonzero(&out, pos, &buf[..filled])
             .with_context(|| format!("writing {}", dst.display()))?;
         pos += filled as u64;

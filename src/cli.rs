@@ -318,10 +318,13 @@ fn run_boot(args: &BootArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         quiet,
     };
-    Ok(if crate::boot::run(&options)? {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match crate::boot::run(&options)? {
+        crate::boot::Ending::Passed => ExitCode::SUCCESS,
+        crate::boot::Ending::Failed => ExitCode::from(1),
+        crate::boot::Ending::Interrupted(signal) => {
+            eprintln!("pigen boot: interrupted by {signal}; QEMU and temporary files are gone, the image is untouched");
+            ExitCode::from((128 + signal as i32) as u8)
+        }
     })
 }
 

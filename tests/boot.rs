@@ -4,8 +4,9 @@
 //! `pigen boot` in QEMU (TCG):
 //!
 //! * every `--expect` holds: exit 0, and the image file is unchanged afterwards;
-//! * the same image compressed with zstd and `--expect hostname=wrong`: exit 1, the failure
-//!   names the check, the console tail and the transcript are printed.
+//! * a GPT export of the same tree (BIOS boot + ESP), compressed with zstd, booted with
+//!   `--uefi` (OVMF) and `--expect hostname=wrong`: exit 1, the failure names the check, the
+//!   console tail and the transcript are printed; the root grew there too.
 //!
 //! `PIGEN_SKIP_SLOW=1` skips it (printing why). One boot takes about 1–2 minutes.
 #![allow(clippy::disallowed_methods)] // tests start programs directly
@@ -34,6 +35,9 @@ fn skip_reason() -> Option<String> {
             return Some(format!("{tool} is not installed (tests/run installs it)"));
         }
     }
+    if !Path::new("/usr/share/ovmf/OVMF.fd").exists() {
+        return Some("OVMF is missing (package ovmf; tests/run installs it)".into());
+    }
     None
 }
 
@@ -52,13 +56,18 @@ fn customize(tree: &Path) {
     )
     .unwrap();
     write(&tree.join("etc/timezone"), "Europe/Berlin\n");
-    // A first-boot resize as stage2 does it, with the tools minbase + fdisk has: grow the
-    // single partition to the end of the (bigger) disk, tell the kernel, grow ext4 online.
+    // A first-boot resize as stage2 does it, with the tools minbase + fdisk has: move a GPT
+    // backup header to the end of the (bigger) disk, grow the root partition to the end, tell
+    // the kernel, grow ext4 online.
     write(
         &tree.join("usr/local/sbin/grow-root"),
         "#!/bin/sh\nset -e\n\
-         echo ', +' | sfdisk --force --no-reread --no-tell-kernel -N 1 /dev/sda\n\
-         partx -u /dev/sda\nresize2fs /dev/sda1\n",
+         part=$(findmnt -n -o SOURCE /)\nname=${part#/dev/}\n\
+         disk=/dev/$(basename \"$(readlink -f /sys/class/block/$name/..)\")\n\
+         number=$(cat /sys/class/block/$name/partition)\n\
+         sfdisk --relocate gpt-bak-std \"$disk\" 2>/dev/null || true\n\
+         echo ', +' | sfdisk --force --no-reread --no-tell-kernel -N \"$number\" \"$disk\"\n\
+         partx -u \"$disk\"\nresize2fs \"$part\"\n",
     );
     run(Command::new("chmod")
         .arg("755")
@@ -116,14 +125,20 @@ common::ns_test!(boot_checks_a_debootstrapped_pc_image, {
     pc_image::debootstrapped(&tree);
     customize(&tree);
     pc_image::make_bootable(&tree, HOSTNAME);
+    let gpt_tree = scratch.path().join("tree-gpt");
+    run(Command::new("cp").arg("-a").arg(&tree).arg(&gpt_tree));
+    let sets = ["TARGET_RASPI=0", "TARGET_ARCH=amd64", "IMG_DATE=2026-01-01"];
     let image = scratch.path().join("boot-test.img");
-    let made = pc_image::export(
+    pc_image::export(&scratch.path().join("base"), &tree, &image, &sets);
+    let gpt_image = scratch.path().join("boot-test-gpt.img");
+    let mut gpt_sets = sets.to_vec();
+    gpt_sets.push("GPT_BIOS_UEFI=1");
+    pc_image::export(
         &scratch.path().join("base"),
-        &tree,
-        &image,
-        &["TARGET_RASPI=0", "TARGET_ARCH=amd64", "IMG_DATE=2026-01-01"],
+        &gpt_tree,
+        &gpt_image,
+        &gpt_sets,
     );
-    drop(made);
     let before = sha256(&image);
     let transcript = scratch.path().join("console.log");
 
@@ -167,14 +182,16 @@ common::ns_test!(boot_checks_a_debootstrapped_pc_image, {
     assert!(!console.contains(PASSWORD), "the password was echoed");
     assert_eq!(sha256(&image), before, "pigen boot changed the image");
 
-    // A compressed deploy output and an expectation that does not hold.
-    run(Command::new("zstd").args(["-q", "-T0"]).arg(&image));
-    let compressed = image.with_extension("img.zst");
-    std::fs::remove_file(&image).unwrap();
-    let out = pigen_boot(&compressed, &["--expect", "hostname=wrong"]);
+    // UEFI, a compressed deploy output and an expectation that does not hold.
+    run(Command::new("zstd").args(["-q", "-T0"]).arg(&gpt_image));
+    let compressed = gpt_image.with_extension("img.zst");
+    std::fs::remove_file(&gpt_image).unwrap();
+    let out = pigen_boot(&compressed, &["--uefi", "--expect", "hostname=wrong"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "expected a failure");
+    assert!(stdout.contains(": PC x86_64, UEFI (OVMF)\n"), "{stdout}");
+    assert!(stdout.contains("       rootfs    grown; "), "{stdout}");
     assert!(
         stdout.contains("FAIL hostname  pigen-boot-test (expected wrong)"),
         "{stdout}"
