@@ -1816,16 +1816,16 @@ mod tests {
         ]);
         let report = evaluate(&config, &probe, &depends);
         assert!(report.would_fail());
-        assert_eq!(
-            report.apt_packages,
-            ["xfsprogs", "squashfs-tools"]
-        );
+        assert_eq!(report.apt_packages, ["xfsprogs", "squashfs-tools"]);
         assert!(report
             .row("mkfs.xfs")
             .unwrap()
             .detail
             .contains("BOOT_FSTYPE=xfs"));
-        assert!(report.row("bmaptool").is_none(), "pigen writes .bmap files itself");
+        assert!(
+            report.row("bmaptool").is_none(),
+            "pigen writes .bmap files itself"
+        );
         assert!(report
             .row("mksquashfs")
             .unwrap()

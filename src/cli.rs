@@ -1,4 +1,4 @@
-//! Command line: `pigen build | plan | config | check`. Exit codes: 0 success, 1 build (or
+//! Command line: `pigen build | plan | config | check | boot`. Exit codes: 0 success, 1 build (or
 //! preflight) failure, 2 usage or configuration error.
 
 use std::io::Write;
@@ -74,9 +74,50 @@ pub enum Command {
         #[arg(long)]
         install: bool,
     },
+    /// Boot an image in QEMU, log in on the serial console, check it and report (exit 0 pass,
+    /// 1 fail). A smoke test before flashing; the image is never modified.
+    Boot(BootArgs),
     /// Tools for pigen's own scripts and benchmarks.
     #[command(hide = true, subcommand)]
     Internal(Internal),
+}
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// Disk image: `.img`, or a deploy output (`.zip`, `.img.xz`, `.img.gz`, `.img.zst`,
+    /// `.qcow2`).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Seconds for the whole run: boot, login and checks.
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    pub timeout: u64,
+    /// User to log in as (the image's FIRST_USER_NAME).
+    #[arg(long, value_name = "U", default_value = "pi")]
+    pub user: String,
+    /// That user's password (FIRST_USER_PASS).
+    #[arg(long, value_name = "P", default_value = "raspberry")]
+    pub password: String,
+    /// Turn a check into an assertion; may repeat. NAME: hostname, user, locale, timezone,
+    /// keymap, ssh (enabled|disabled), system (running|degraded|…), rootfs (grown|not-grown).
+    #[arg(long = "expect", value_name = "NAME=VALUE")]
+    pub expects: Vec<String>,
+    /// tcg (emulation, default) or kvm (PC images on an x86_64 host with working /dev/kvm).
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub accel: crate::boot::qemu::Accel,
+    /// Boot a PC image with UEFI (OVMF) instead of BIOS (SeaBIOS).
+    #[arg(long)]
+    pub uefi: bool,
+    /// Write the console transcript to FILE and keep it (default: a temporary file, kept and
+    /// named only when the run fails).
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
+    /// Copy the serial console to stderr as it comes.
+    #[arg(long)]
+    pub show_console: bool,
+    /// Inspect the image and print how it would be booted (machine, kernel, QEMU command
+    /// line); boot nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,9 +185,12 @@ fn init_tracing(cli: &Cli) {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let quiet = cli.quiet;
-    // Internal tools work outside a stage tree: before base_dir.
+    // Internal tools and boot work outside a stage tree: before base_dir.
     if let Command::Internal(internal) = &cli.command {
         return run_internal(internal, quiet);
+    }
+    if let Command::Boot(args) = &cli.command {
+        return run_boot(args, quiet);
     }
     let base_dir = base_dir(cli.base_dir.as_deref())?;
     let env: Env = std::env::vars().collect();
@@ -180,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Internal(internal) => run_internal(&internal, quiet),
+        Command::Boot(args) => run_boot(&args, quiet),
         Command::Check { config, install } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
             check_apt_proxy(&cfg)?;
@@ -243,6 +288,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
     }
+}
+
+fn run_boot(args: &BootArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut expects = Vec::new();
+    let mut bad = Vec::new();
+    for arg in &args.expects {
+        match crate::boot::checks::parse_expect(arg) {
+            Ok(pair) => expects.push(pair),
+            Err(e) => bad.push(e),
+        }
+    }
+    if args.timeout == 0 {
+        bad.push("--timeout 0: give the seconds the whole run may take".to_string());
+    }
+    if !bad.is_empty() {
+        return Err(ConfigError(bad).into());
+    }
+    let options = crate::boot::Options {
+        image: args.image.clone(),
+        timeout: std::time::Duration::from_secs(args.timeout),
+        user: args.user.clone(),
+        password: args.password.clone(),
+        expects,
+        accel: args.accel,
+        uefi: args.uefi,
+        transcript: args.transcript.clone(),
+        show_console: args.show_console,
+        dry_run: args.dry_run,
+        quiet,
+    };
+    Ok(if crate::boot::run(&options)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn run_internal(internal: &Internal, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -42,7 +42,7 @@
 pub mod bench;
 mod bmap;
 mod compress;
-mod sparse;
+pub(crate) mod sparse;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};

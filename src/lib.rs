@@ -5,6 +5,7 @@
 //! steps, pure) → run (chroot, storage, apt; needs root) → export (disk images) → deploy.
 //! Everything up to and including the plan needs neither root nor network.
 
+pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -617,3 +617,85 @@ fn export_makes_a_raspberry_pi_image_and_deploys_it() {
     assert!(info.contains("Generated using pigen"), "{info}");
     assert!(info.contains("stage1"), "{info}");
 }
+
+#[test]
+fn sigkill_during_apt_install_then_continue_matches_a_clean_build() {
+    if !can_build("sigkill_during_apt_install_then_continue_matches_a_clean_build") {
+        return;
+    }
+    let clean = Tree::new("qcow2");
+    assert!(clean.build(&[]).status.success());
+    let clean_apt = clean.read("stage1", "/var/log/apt-args").unwrap();
+
+    let tree = Tree::new("qcow2");
+    // The fake apt-get hangs while /hang exists (made in the template of this tree only).
+    let template = tree.scratch.path().join("template");
+    write_exec(
+        &template.join("usr/bin/apt-get"),
+        "#!/bin/sh\nwhile [ -e /hang ]; do sleep 0.2; done\necho \"$*\" >> /var/log/apt-args\n",
+    );
+    write(&template.join("hang"), "");
+    use std::os::unix::process::CommandExt;
+    let mut child = tree
+        .command(&[])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !tree
+        .log()
+        .contains("Begin stage1/00-configure/00-packages-nr")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never reached the apt step:\n{}",
+            tree.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for_no_leftovers(&tree);
+
+    // stage0 (and with it /hang) is finished and reused; stage1 is rebuilt from it.
+    let out = tree.build(&["--continue", "--set", "TARGET_HOSTNAME=other"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a changed configuration is refused: {}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--continue: the configuration changed")
+            && err.contains("TARGET_HOSTNAME: \"builder\" → \"other\""),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_file(template.join("hang")).unwrap();
+    // The template is copied by stage0's prerun, so the hang marker is in stage0's image:
+    // remove it through a stage1 step that runs before the packages.
+    write(
+        &tree
+            .base()
+            .join("stages/stage1/00-configure/00-run-chroot.sh"),
+        "echo \"in chroot $(cat /etc/hostname)\" > /etc/from-chroot\n",
+    );
+    write_exec(
+        &tree.base().join("stages/stage1/prerun.sh"),
+        "#!/bin/bash -e\nrm -f \"${ROOTFS_DIR}/hang\"\n",
+    );
+    let out = tree.build(&["--continue"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(tree.log().contains("Reuse stage0"), "{}", tree.log());
+    assert_eq!(
+        tree.read("stage1", "/var/log/apt-args").unwrap(),
+        clean_apt,
+        "same packages as a clean build"
+    );
+    wait_for_no_leftovers(&tree);
+}

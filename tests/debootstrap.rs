@@ -73,6 +73,17 @@ impl Image {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    fn cat_bytes(&self, path: &str) -> Vec<u8> {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(&self.raw)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        out.stdout
+    }
+
     fn cat(&self, path: &str) -> String {
         self.debugfs(&format!("cat {path}"))
     }
@@ -182,8 +193,7 @@ fn real_build(arch: &str, elf_machine: u16) {
         "no host resolv.conf in the image"
     );
     // The installed binary is for the target architecture.
-    let less = image.cat("/usr/bin/less");
-    let bytes = less.as_bytes();
+    let bytes = image.cat_bytes("/usr/bin/less");
     assert!(bytes.len() > 20 && &bytes[..4] == b"\x7fELF");
     let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
     assert_eq!(machine, elf_machine, "ELF machine of /usr/bin/less");

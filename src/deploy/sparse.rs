@@ -159,7 +159,7 @@ pub fn copy_range(src: &File, start: u64, len: u64, dst: &File) -> io::Result<[u
 
 /// Writes the runs of `bytes` that are not all-zero [`BLOCK`]s at `at` (relative to the
 /// output's block grid).
-fn write_nonzero(dst: &File, at: u64, bytes: &[u8]) -> io::Result<()> {
+pub fn write_nonzero(dst: &File, at: u64, bytes: &[u8]) -> io::Result<()> {
     let mut i = 0;
     let mut run_start: Option<usize> = None;
     while i < bytes.len() {

@@ -25,10 +25,12 @@
 //! below itself before deleting, so a failing test cannot delete through a bind mount of
 //! `/dev` into the host's device nodes.
 //!
-//! [`rootfs`] builds the tiny busybox + bash root filesystems the chroot tests use.
+//! [`rootfs`] builds the tiny busybox + bash root filesystems the chroot tests use;
+//! [`pc_image`] a real bootable amd64 Debian system and its disk image, for the boot tests.
 #![allow(dead_code, unused_macros, unused_imports)] // each test crate uses a different subset
 #![allow(clippy::disallowed_methods)] // tests start programs directly
 
+pub mod pc_image;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};
