@@ -15,12 +15,21 @@ if [ "${TARGET_RASPI}" != 1 ]; then
 fi
 
 if [ "${RASPI_FIRMWARE}" = debian ]; then
-	cat >>"${ROOTFS_DIR}/etc/default/raspi-firmware" <<'EOF'
+	# Debian's kernel uses the upstream device trees: the serial port on the GPIO header is the
+	# mini UART ttyS1 on the 64-bit boards (Pi 3, 4, Zero 2 W; their PL011 belongs to
+	# Bluetooth) and the PL011 ttyAMA0 on the Pi 2. Naming it here, not "auto": the hook's
+	# auto-detection would look at the build host's /dev.
+	if [ "${TARGET_ARCH}" = arm64 ]; then
+		serial=ttyS1
+	else
+		serial=ttyAMA0
+	fi
+	cat >>"${ROOTFS_DIR}/etc/default/raspi-firmware" <<EOF
 
 # Set by pigen (stage1/00-boot-files): the root partition (filled in when the image is
 # exported) and a console on the serial port and on the screen.
 ROOTPART=ROOTDEV
-CONSOLES="serial0,115200 tty1"
+CONSOLES="${serial},115200 tty1"
 EOF
 	exit 0
 fi
