@@ -562,7 +562,7 @@ fn machine_for(
             let cmdline = fat_read(raw, fat, "cmdline.txt", work, log)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_else(|_| format!("root=/dev/mmcblk0p{} rootwait", detected.root.number));
-            let append = qemu::pi_append(&cmdline, boot.machine);
+            let append = qemu::pi_append(&cmdline, boot.machine, boot.serial);
             let mut note = format!("; kernel {}", boot.kernel);
             if let Some(initrd) = &boot.initrd {
                 note += &format!(", initramfs {initrd}");
@@ -577,6 +577,7 @@ fn machine_for(
                     initrd,
                     dtb,
                     append,
+                    serial: boot.serial,
                 },
                 note,
             ))

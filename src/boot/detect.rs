@@ -310,6 +310,28 @@ pub struct PiBoot {
     pub initrd: Option<Source>,
     /// `None` for `virt` (QEMU makes the device tree).
     pub dtb: Option<Source>,
+    /// The UART the console is on.
+    pub serial: PiSerial,
+}
+
+/// The serial port a Raspberry Pi image's console is on under QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PiSerial {
+    /// The PL011, `ttyAMA0`: QEMU's first serial port (raspi2b, virt, and the Raspberry Pi
+    /// kernel's own device trees).
+    Pl011,
+    /// The mini UART, `ttyS1`: QEMU's second serial port on raspi3b. With the mainline device
+    /// tree (Debian's kernels) the Pi 3's PL011 belongs to Bluetooth and has no tty.
+    MiniUart,
+}
+
+impl PiSerial {
+    pub fn tty(self) -> &'static str {
+        match self {
+            PiSerial::Pl011 => "ttyAMA0",
+            PiSerial::MiniUart => "ttyS1",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,11 +454,24 @@ pub fn pi_boot_files(
         PiMachine::Raspi3b | PiMachine::Raspi2b => dtb,
         PiMachine::VirtArm | PiMachine::VirtArm64 => None,
     };
+    let mainline_pi3 = machine == PiMachine::Raspi3b
+        && dtb.as_ref().is_some_and(|d| {
+            let path = match d {
+                Source::Fat(n) | Source::Root(n) => n,
+            };
+            path.rsplit('/').next().unwrap_or(path).starts_with("bcm2837")
+        });
+    let serial = if mainline_pi3 {
+        PiSerial::MiniUart
+    } else {
+        PiSerial::Pl011
+    };
     Ok(PiBoot {
         machine,
         kernel,
         initrd,
         dtb,
+        serial,
     })
 }
 
@@ -665,6 +700,7 @@ mod tests {
                 kernel: Source::Fat("vmlinuz-6.1.0-17-arm64".into()),
                 initrd: Some(Source::Fat("initrd.img-6.1.0-17-arm64".into())),
                 dtb: Some(Source::Fat("bcm2837-rpi-3-b.dtb".into())),
+                serial: PiSerial::MiniUart,
             }
         );
         // No kernel= line: the newest vmlinuz-* and its initrd.
@@ -694,11 +730,13 @@ mod tests {
                 kernel: Source::Fat("kernel8.img".into()),
                 initrd: Some(Source::Fat("initramfs8".into())),
                 dtb: Some(Source::Fat("bcm2710-rpi-3-b.dtb".into())),
+                serial: PiSerial::Pl011,
             }
         );
         let fat = names(&["config.txt", "kernel7.img", "bcm2709-rpi-2-b.dtb"]);
         let boot = pi_boot_files(Arch::Armhf, &fat, &ConfigTxt::default(), &[], &|_| None).unwrap();
         assert_eq!(boot.machine, PiMachine::Raspi2b);
+        assert_eq!(boot.serial, PiSerial::Pl011);
         assert_eq!(boot.initrd, None);
         assert_eq!(boot.dtb, Some(Source::Fat("bcm2709-rpi-2-b.dtb".into())));
     }
@@ -732,6 +770,7 @@ mod tests {
                 dtb: Some(Source::Root(
                     "/usr/lib/linux-image-6.1.0-18-arm64/broadcom/bcm2837-rpi-3-b.dtb".into()
                 )),
+                serial: PiSerial::MiniUart,
             }
         );
         // armmp: virt, no device tree.
@@ -749,6 +788,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(boot.machine, PiMachine::VirtArm);
+        assert_eq!(boot.serial, PiSerial::Pl011);
         assert_eq!(boot.dtb, None);
         let err = pi_boot_files(
             Arch::Arm64,

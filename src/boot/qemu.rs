@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::detect::PiMachine;
+use super::detect::{PiMachine, PiSerial};
 
 /// How QEMU runs the guest's CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +44,7 @@ pub enum Machine {
         initrd: Option<PathBuf>,
         dtb: Option<PathBuf>,
         append: String,
+        serial: PiSerial,
     },
 }
 
@@ -76,7 +77,7 @@ impl Machine {
     pub fn console(&self) -> &'static str {
         match self {
             Machine::Pc { .. } => "ttyS0",
-            Machine::Pi { .. } => "ttyAMA0",
+            Machine::Pi { serial, .. } => serial.tty(),
         }
     }
 
@@ -132,8 +133,13 @@ pub fn argv(machine: &Machine, accel: Accel, disk: &Path, socket: &Path) -> Vec<
             initrd,
             dtb,
             append,
+            serial,
         } => {
             push(&["-accel", "tcg"]);
+            if *serial == PiSerial::MiniUart {
+                // raspi3b's first serial port is the PL011; the console is on the second.
+                push(&["-serial", "null"]);
+            }
             match machine {
                 PiMachine::Raspi3b => push(&["-M", "raspi3b", "-m", "1G"]),
                 PiMachine::Raspi2b => push(&["-M", "raspi2b", "-m", "1G"]),
@@ -220,8 +226,8 @@ const DROPPED_ARGS: &[&str] = &[
 /// and consoles on the serial port QEMU uses, plus that console and a getty on it (systemd's
 /// `systemd.wants=`, for images that only start one on the screen). Under `virt` the SD card
 /// is a virtio disk: `root=/dev/mmcblk0pN` becomes `/dev/vdaN`.
-pub fn pi_append(cmdline_txt: &str, machine: PiMachine) -> String {
-    let console = "ttyAMA0";
+pub fn pi_append(cmdline_txt: &str, machine: PiMachine, serial: PiSerial) -> String {
+    let console = serial.tty();
     let virt = matches!(machine, PiMachine::VirtArm | PiMachine::VirtArm64);
     let mut args: Vec<String> = cmdline_txt
         .split_whitespace()
@@ -300,7 +306,8 @@ mod tests {
             kernel: "/t/vmlinuz".into(),
             initrd: Some("/t/initrd.img".into()),
             dtb: Some("/t/bcm2837-rpi-3-b.dtb".into()),
-            append: "root=PARTUUID=1a2b3c4d-02 rootwait console=ttyAMA0,115200".into(),
+            append: "root=PARTUUID=1a2b3c4d-02 rootwait console=ttyS1,115200".into(),
+            serial: PiSerial::MiniUart,
         };
         let a = argv(
             &m,
@@ -311,17 +318,18 @@ mod tests {
         assert_eq!(
             join(&a),
             format!(
-                "qemu-system-aarch64 -accel tcg -M raspi3b -m 1G -kernel /t/vmlinuz \
+                "qemu-system-aarch64 -accel tcg -serial null -M raspi3b -m 1G -kernel /t/vmlinuz \
                  -initrd /t/initrd.img -dtb /t/bcm2837-rpi-3-b.dtb \
-                 -append root=PARTUUID=1a2b3c4d-02 rootwait console=ttyAMA0,115200 \
+                 -append root=PARTUUID=1a2b3c4d-02 rootwait console=ttyS1,115200 \
                  -drive file=/t/disk.qcow2,format=qcow2,if=sd,cache=unsafe {TAIL}"
             )
         );
         // The kernel command line is one argument.
         assert_eq!(
             a[a.iter().position(|x| x == "-append").unwrap() + 1],
-            "root=PARTUUID=1a2b3c4d-02 rootwait console=ttyAMA0,115200"
+            "root=PARTUUID=1a2b3c4d-02 rootwait console=ttyS1,115200"
         );
+        assert_eq!(m.console(), "ttyS1");
     }
 
     #[test]
@@ -332,6 +340,7 @@ mod tests {
             initrd: Some("/t/i".into()),
             dtb: None,
             append: "root=/dev/vda2".into(),
+            serial: PiSerial::Pl011,
         };
         assert_eq!(
             join(&argv(
@@ -354,20 +363,32 @@ mod tests {
         assert_eq!(
             pi_append(
                 "console=serial0,115200 console=tty1 root=PARTUUID=1a2b3c4d-02 rootfstype=ext4 fsck.repair=yes rootwait\n",
-                PiMachine::Raspi3b
+                PiMachine::Raspi3b,
+                PiSerial::Pl011
             ),
             "console=serial0,115200 console=tty1 root=PARTUUID=1a2b3c4d-02 rootfstype=ext4 \
              fsck.repair=yes rootwait console=ttyAMA0,115200 systemd.wants=serial-getty@ttyAMA0.service"
         );
+        // Debian's raspi-firmware with the mainline device tree: the mini UART, named once.
+        assert_eq!(
+            pi_append(
+                "console=ttyS1,115200 console=tty1 root=PARTUUID=1a2b3c4d-02 rw fsck.repair=yes net.ifnames=0 rootwait\n",
+                PiMachine::Raspi3b,
+                PiSerial::MiniUart
+            ),
+            "console=tty1 root=PARTUUID=1a2b3c4d-02 rw fsck.repair=yes net.ifnames=0 rootwait \
+             console=ttyS1,115200 systemd.wants=serial-getty@ttyS1.service"
+        );
         assert_eq!(
             pi_append(
                 "console=ttyAMA0,115200 root=/dev/mmcblk0p2 rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot",
-                PiMachine::VirtArm
+                PiMachine::VirtArm,
+                PiSerial::Pl011
             ),
             "root=/dev/vda2 rootwait quiet console=ttyAMA0,115200 systemd.wants=serial-getty@ttyAMA0.service"
         );
         assert_eq!(
-            pi_append("root=/dev/mmcblk0p2", PiMachine::Raspi3b),
+            pi_append("root=/dev/mmcblk0p2", PiMachine::Raspi3b, PiSerial::Pl011),
             "root=/dev/mmcblk0p2 console=ttyAMA0,115200 systemd.wants=serial-getty@ttyAMA0.service"
         );
     }
