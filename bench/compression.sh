@@ -38,16 +38,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -z "$pigen" ]; then
-    pigen="${CARGO_TARGET_DIR:-$here/target}/release/pigen"
-    if [ ! -x "$pigen" ]; then
-        (cd "$here" && cargo build --release --quiet)
-    fi
-fi
-
 cache="${PIGEN_BENCH_CACHE:-/var/tmp/pigen-bench}"
 mkdir -p "$cache"
 export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+. "$here/bench/lib.sh"
+[ -n "$pigen" ] || pigen="$(bench_pigen "$here")"
 
 pack_tree() { # TREE IMAGE
     local tree="$1" image="$2" kib
@@ -63,21 +59,7 @@ pack_tree() { # TREE IMAGE
 }
 
 if [ -z "$source_path" ]; then
-    tree="$cache/tree"
-    if [ ! -f "$tree/.complete" ]; then
-        if [ "$(id -u)" != 0 ] || ! command -v debootstrap >/dev/null; then
-            echo "compression.sh: making the default tree needs root and debootstrap; pass an IMAGE or TREE" >&2
-            exit 2
-        fi
-        rm -rf "$tree"
-        echo "debootstrapping a bookworm tree into $tree (once)" >&2
-        # In a private mount namespace: nothing debootstrap mounts can outlive it.
-        unshare --mount --propagation private debootstrap --variant=minbase \
-            --include=systemd,systemd-sysv,udev,dbus,locales,python3,perl,vim,less,man-db,openssh-server,curl,ca-certificates,iproute2,linux-image-amd64,firmware-linux-free \
-            bookworm "$tree" >"$cache/debootstrap.log" 2>&1 ||
-            { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
-        touch "$tree/.complete"
-    fi
+    tree="$(bench_default_tree "$cache")"
     image="$cache/tree.img"
     if [ ! -f "$image" ] || [ "$tree/.complete" -nt "$image" ]; then
         pack_tree "$tree" "$image"
