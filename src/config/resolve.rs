@@ -708,6 +708,18 @@ impl Resolver<'_> {
             );
         }
 
+        if self.value("ENABLE_SSH") == "1"
+            && self.value("PUBKEY_ONLY_SSH") != "1"
+            && self.value("FIRST_USER_PASS") == vars::DEFAULT_FIRST_USER_PASS
+        {
+            self.warnings.push(format!(
+                "ENABLE_SSH=1 with FIRST_USER_PASS left at the default {:?}: anyone who can reach \
+                 the device can log in as {}; set FIRST_USER_PASS, or PUBKEY_SSH_FIRST_USER with \
+                 PUBKEY_ONLY_SSH=1",
+                vars::DEFAULT_FIRST_USER_PASS,
+                self.value("FIRST_USER_NAME")
+            ));
+        }
         if self.value("RASPI_FIRMWARE") == "debian"
             && !raspi
             && self.loaded.get("RASPI_FIRMWARE").is_some()
@@ -1151,6 +1163,31 @@ mod tests {
             .iter()
             .any(|w| w.contains("enable_ssh") && w.contains("ENABLE_SSH")));
         assert!(!cfg.warnings.iter().any(|w| w.contains("MY_THING")));
+    }
+
+    #[test]
+    fn ssh_with_the_default_password_is_warned_about() {
+        let f = Fixture::new();
+        let warned = |config: &[(&str, &str)]| {
+            let mut all = vec![("IMG_NAME", "t")];
+            all.extend_from_slice(config);
+            f.resolve(&all)
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("ENABLE_SSH=1 with FIRST_USER_PASS left at the default"))
+        };
+        assert!(warned(&[("ENABLE_SSH", "1")]));
+        assert!(!warned(&[("ENABLE_SSH", "0")]));
+        assert!(!warned(&[
+            ("ENABLE_SSH", "1"),
+            ("FIRST_USER_PASS", "s3cret")
+        ]));
+        assert!(!warned(&[
+            ("ENABLE_SSH", "1"),
+            ("PUBKEY_SSH_FIRST_USER", "ssh-ed25519 AAAA x"),
+            ("PUBKEY_ONLY_SSH", "1")
+        ]));
     }
 
     #[test]

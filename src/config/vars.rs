@@ -58,6 +58,8 @@ pub const ARCHES: &[&str] = &["arm64", "armhf", "i386", "amd64"];
 pub const RELEASES: &[&str] = &["buster", "bullseye", "bookworm", "trixie"];
 pub const BOOT_FSTYPES: &[&str] = &["vfat", "ext2", "ext4", "xfs"];
 pub const COMPRESSIONS: &[&str] = &["zip", "xz", "gz", "zstd", "none"];
+/// `FIRST_USER_PASS` when the configuration does not set it (the original's, documented).
+pub const DEFAULT_FIRST_USER_PASS: &str = "raspberry";
 
 const fn var(name: &'static str, kind: Kind, default: DefaultRule, doc: &'static str) -> VarDef {
     VarDef {
@@ -91,7 +93,7 @@ pub static VARS: &[VarDef] = &[
     // Target.
     var("TARGET_HOSTNAME", Text, Value("raspberrypi"), "Host name of the built system."),
     var("FIRST_USER_NAME", Text, Value("pi"), "Name of the first user."),
-    var("FIRST_USER_PASS", Secret, Value("raspberry"), "Password of the first user (stored hashed in the image)."),
+    var("FIRST_USER_PASS", Secret, Value(DEFAULT_FIRST_USER_PASS), "Password of the first user (stored hashed in the image). Left at the default with `ENABLE_SSH=1` and without `PUBKEY_ONLY_SSH=1`, the build warns at its start."),
     var("RELEASE", Text, Value("trixie"), "Debian release: `bullseye`, `bookworm`, `trixie` (`buster` with an archive `DEB_SERVER`); other names are built as testing."),
     var("TARGET_RASPI", Flag, Value("1"), "`1`: Raspberry Pi image (firmware, config.txt, cmdline.txt); `0`: PC image with GRUB."),
     var("TARGET_ARCH", Choice(ARCHES), Value("arm64"), "Architecture: `arm64`, `armhf`, `i386` or `amd64`."),
