@@ -550,7 +550,11 @@ fn stage1_boot_files_fstab_and_user() {
     .unwrap();
     ok(&run.script(
         "stage1/00-boot-files/00-run.sh",
-        &[("TARGET_RASPI", "1"), ("RASPI_FIRMWARE", "debian"), ("TARGET_ARCH", "arm64")],
+        &[
+            ("TARGET_RASPI", "1"),
+            ("RASPI_FIRMWARE", "debian"),
+            ("TARGET_ARCH", "arm64"),
+        ],
     ));
     let defaults = run.read("etc/default/raspi-firmware");
     assert!(defaults.starts_with("#CONSOLES=\"auto\"\n"), "{defaults}");

@@ -459,7 +459,10 @@ pub fn pi_boot_files(
             let path = match d {
                 Source::Fat(n) | Source::Root(n) => n,
             };
-            path.rsplit('/').next().unwrap_or(path).starts_with("bcm2837")
+            path.rsplit('/')
+                .next()
+                .unwrap_or(path)
+                .starts_with("bcm2837")
         });
     let serial = if mainline_pi3 {
         PiSerial::MiniUart
