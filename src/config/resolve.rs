@@ -567,9 +567,8 @@ impl Resolver<'_> {
             );
         }
         let country = self.value("WPA_COUNTRY").to_string();
-        if !country.is_empty()
-            && !(country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase()))
-        {
+        let two_capitals = country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase());
+        if !country.is_empty() && !two_capitals {
             self.bad(
                 "WPA_COUNTRY",
                 "must be a two-letter ISO 3166 country code in capitals, e.g. GB or DE",
@@ -686,7 +685,8 @@ impl Resolver<'_> {
         }
 
         let proxy = self.value("APT_PROXY").to_string();
-        if !proxy.is_empty() && !(proxy.starts_with("http://") || proxy.starts_with("https://")) {
+        let http = proxy.starts_with("http://") || proxy.starts_with("https://");
+        if !proxy.is_empty() && !http {
             self.bad(
                 "APT_PROXY",
                 "must be an http:// or https:// URL, e.g. http://127.0.0.1:3142",
