@@ -1,9 +1,8 @@
 //! Stage storage for real (root): qcow2 chains attached by FUSE (and nbd where the kernel has
 //! it) and plain directories. Each test's body runs in its own private mount + PID namespace
-//! (see `common`), and afterwards the test checks from outside that no mount, loop device or
-//! helper process is left.
+//! (see `common::storage`), and afterwards the test checks from outside that no mount, loop
+//! device or helper process is left.
 
-#[path = "storage_common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -11,7 +10,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{in_namespace, inside, missing_fuse, missing_privilege, sh, skip};
+use common::storage::{in_namespace, missing_fuse, missing_privilege, sh};
+use common::{inside, skip, which};
 use pigen::exec::cmd::LogSink;
 use pigen::storage::{self, mounts, qcow2, Attach, Backend, StageStore, StoreOptions};
 
@@ -352,15 +352,20 @@ fn three_layers(work: &Path, store: &dyn StageStore, elsewhere: Option<&Path>) {
 
 // --- qcow2 over FUSE ----------------------------------------------------------------------------
 
-fn fuse_skip(test: &str) -> bool {
-    !inside(test) && (skip(test, missing_privilege()) || skip(test, missing_fuse()))
+/// Why a FUSE test cannot run here: privileges, then FUSE, then the extra `tools` it uses.
+fn fuse_missing(tools: &[&str]) -> Option<String> {
+    missing_privilege()
+        .or_else(missing_fuse)
+        .or_else(|| self::tools(tools))
 }
 
 #[test]
 fn fuse_layers_keep_files_and_metadata() {
     const TEST: &str = "fuse_layers_keep_files_and_metadata";
-    if fuse_skip(TEST) || skip(TEST, tools(&["setfattr", "setcap", "setfacl"])) {
-        return;
+    if !inside(TEST) {
+        if let Some(why) = fuse_missing(&["setfattr", "setcap", "setfacl"]) {
+            return skip(TEST, &why);
+        }
     }
     in_namespace(TEST, |scratch| {
         let work = scratch.join("work");
@@ -420,8 +425,10 @@ fn write_random(path: &Path, bytes: u64) {
 #[test]
 fn fuse_discards_keep_layers_small() {
     const TEST: &str = "fuse_discards_keep_layers_small";
-    if fuse_skip(TEST) {
-        return;
+    if !inside(TEST) {
+        if let Some(why) = fuse_missing(&[]) {
+            return skip(TEST, &why);
+        }
     }
     in_namespace(TEST, |scratch| {
         let work = scratch.join("work");
@@ -486,8 +493,10 @@ fn fuse_discards_keep_layers_small() {
 #[test]
 fn fuse_full_layer_is_reported_and_a_larger_size_grows_the_child() {
     const TEST: &str = "fuse_full_layer_is_reported_and_a_larger_size_grows_the_child";
-    if fuse_skip(TEST) || skip(TEST, tools(&["resize2fs"])) {
-        return;
+    if !inside(TEST) {
+        if let Some(why) = fuse_missing(&["resize2fs"]) {
+            return skip(TEST, &why);
+        }
     }
     in_namespace(TEST, |scratch| {
         let work = scratch.join("work");
@@ -551,7 +560,7 @@ fn fill(path: &Path) -> std::io::Error {
 fn killed_build_leaves_nothing_behind() {
     const TEST: &str = "killed_build_leaves_nothing_behind";
     if inside(TEST) {
-        let scratch = PathBuf::from(std::env::var_os("PIGEN_NS_SCRATCH").unwrap());
+        let scratch = common::storage::scratch();
         let work = scratch.join("work");
         let store = store(&work, Backend::Qcow2(Attach::Fuse), 256 * MIB);
         let r0 = store
@@ -567,11 +576,11 @@ fn killed_build_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_secs(120));
         unreachable!("the outer test kills this run");
     }
-    if skip(TEST, missing_privilege()) || skip(TEST, missing_fuse()) {
-        return;
+    if let Some(why) = fuse_missing(&[]) {
+        return skip(TEST, &why);
     }
-    let scratch = common::new_scratch(TEST);
-    let mut inner = common::spawn_in_namespace(TEST, &scratch);
+    let scratch = common::storage::new_scratch(TEST);
+    let mut inner = common::storage::spawn_in_namespace(TEST, &scratch);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !inner.tail().iter().any(|l| l.ends_with("ATTACHED")) {
         if let Some(status) = inner.try_wait() {
@@ -584,7 +593,7 @@ fn killed_build_leaves_nothing_behind() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let live = common::leaks(&scratch);
+    let live = common::storage::leaks(&scratch);
     eprintln!("while attached, seen from outside: {live:#?}");
     assert!(
         live.iter().any(|l| l.starts_with("loop device"))
@@ -596,7 +605,7 @@ fn killed_build_leaves_nothing_behind() {
         "mounts must stay inside the namespace: {live:?}"
     );
     inner.kill(); // SIGKILL to unshare: --kill-child takes the namespace's PID 1 along
-    let leaks = common::leaks_after_exit(&scratch);
+    let leaks = common::storage::leaks_after_exit(&scratch);
     assert!(leaks.is_empty(), "after SIGKILL: {leaks:?}");
     // The image survived: at worst leaked clusters (exit 3), never corruption (exit 2).
     let check = pigen::exec::Cmd::new("qemu-img")
@@ -616,23 +625,8 @@ fn killed_build_leaves_nothing_behind() {
 fn nbd_layers_keep_files_and_trim() {
     const TEST: &str = "nbd_layers_keep_files_and_trim";
     if !inside(TEST) {
-        if skip(TEST, missing_privilege()) {
-            return;
-        }
-        if !storage::nbd::device_present() {
-            eprintln!(
-                "SKIP {TEST}: no /dev/nbd0 (nbd module not loaded{}); QCOW2_ATTACH=auto uses FUSE here",
-                if Path::new("/sys/module/nbd").exists() { ", or no device nodes" } else { "" }
-            );
-            return;
-        }
-        if skip(
-            TEST,
-            common::which("qemu-nbd")
-                .is_none()
-                .then(|| "qemu-nbd is not installed".into()),
-        ) {
-            return;
+        if let Some(why) = missing_privilege().or_else(missing_nbd) {
+            return skip(TEST, &why);
         }
     }
     in_namespace(TEST, |scratch| {
@@ -654,16 +648,32 @@ fn nbd_layers_keep_files_and_trim() {
     });
 }
 
+/// Why the nbd test cannot run here (its root check aside), if it cannot.
+fn missing_nbd() -> Option<String> {
+    if !storage::nbd::device_present() {
+        return Some(format!(
+            "no /dev/nbd0 (nbd module not loaded{}); QCOW2_ATTACH=auto uses FUSE here",
+            if Path::new("/sys/module/nbd").exists() {
+                ", or no device nodes"
+            } else {
+                ""
+            }
+        ));
+    }
+    tools(&["qemu-nbd"])
+}
+
 // --- dir ----------------------------------------------------------------------------------------
 
 #[test]
 fn dir_layers_keep_files_and_metadata() {
     const TEST: &str = "dir_layers_keep_files_and_metadata";
-    if !inside(TEST)
-        && (skip(TEST, missing_privilege())
-            || skip(TEST, tools(&["rsync", "setfattr", "setcap", "setfacl"])))
-    {
-        return;
+    if !inside(TEST) {
+        if let Some(why) =
+            missing_privilege().or_else(|| tools(&["rsync", "setfattr", "setcap", "setfacl"]))
+        {
+            return skip(TEST, &why);
+        }
     }
     in_namespace(TEST, |scratch| {
         let work = scratch.join("work");
@@ -683,8 +693,10 @@ fn dir_layers_keep_files_and_metadata() {
 #[test]
 fn removal_never_crosses_a_mount() {
     const TEST: &str = "removal_never_crosses_a_mount";
-    if !inside(TEST) && skip(TEST, missing_privilege()) {
-        return;
+    if !inside(TEST) {
+        if let Some(why) = missing_privilege() {
+            return skip(TEST, &why);
+        }
     }
     in_namespace(TEST, |scratch| {
         let log = LogSink::default();
@@ -733,6 +745,6 @@ fn removal_never_crosses_a_mount() {
 fn tools(names: &[&str]) -> Option<String> {
     names
         .iter()
-        .find(|t| common::which(t).is_none())
+        .find(|t| which(t).is_none())
         .map(|t| format!("{t} is not installed"))
 }

@@ -1,9 +1,15 @@
-//! Helpers for the privileged integration tests.
+//! Helpers for the integration tests.
+//!
+//! # Skipping
+//!
+//! A test that cannot run on this machine (not root, a tool or device missing; the slow ones
+//! also when `PIGEN_SKIP_SLOW` is set) prints why with [`skip`] (`SKIPPED <test>: <reason>`)
+//! and passes.
 //!
 //! # Private namespaces
 //!
 //! A test that mounts anything runs its body in a private mount + PID namespace, so nothing it
-//! mounts can outlive it or reach the host, even when it fails half-way:
+//! mounts or starts can outlive it or reach the host, even when it fails half-way:
 //!
 //! ```ignore
 //! mod common;
@@ -12,14 +18,22 @@
 //! });
 //! ```
 //!
-//! `ns_test!(name, body)` defines `#[test] fn name()` that calls [`in_private_namespace`]: the
-//! test re-runs its own test binary (only this test, `--exact`) under
-//! `unshare --mount --pid --fork --kill-child --propagation private --mount-proc`, with
-//! [`BODY_VAR`] naming the test; the re-run sees the variable and runs the body. The outer test
-//! prints the inner output and fails when the inner run did not pass exactly one test. Not
-//! root, or `unshare` missing: the test prints why and passes (a skip). When the namespace's
-//! PID 1 (the inner test) exits, the kernel kills whatever it left running and drops its
-//! mounts.
+//! `ns_test!(name, body)` defines `#[test] fn name()` that calls [`in_private_namespace`]. The
+//! test re-runs its own test binary, filtered to itself ([`namespace_cmd`]):
+//!
+//! ```text
+//! unshare --mount --pid --fork --kill-child --propagation private [--mount-proc] -- \
+//!     <test binary> <test> --exact --nocapture --test-threads=1
+//! ```
+//!
+//! with [`BODY_VAR`] naming the test; the re-run sees the variable ([`inside`]) and runs the
+//! body. The outer run copies the inner output, prefixed `  | `, and fails unless the inner run
+//! passed exactly that one test ([`run_in_namespace`]). Not root, or `unshare` missing: the
+//! test prints why and passes (a skip). When the namespace's PID 1 (the inner test) exits, the
+//! kernel kills whatever it left running and drops its mounts.
+//!
+//! [`storage`] runs storage tests the same way, with a scratch directory made outside the
+//! namespace and a check from outside, afterwards, that nothing leaked.
 //!
 //! Use [`Scratch`] for directories that get mount points below them: it unmounts everything
 //! below itself before deleting, so a failing test cannot delete through a bind mount of
@@ -27,14 +41,20 @@
 //!
 //! [`rootfs`] builds the tiny busybox + bash root filesystems the chroot tests use;
 //! [`pc_image`] a real bootable amd64 Debian system and its disk image, for the boot tests.
+//!
+//! Every test binary compiles this module (`mod common;`) and uses a different part of it.
 #![allow(dead_code, unused_macros, unused_imports)] // each test crate uses a different subset
 #![allow(clippy::disallowed_methods)] // tests start programs directly
 
 pub mod pc_image;
 pub mod rootfs;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use pigen::exec::cmd::LogSink;
+use pigen::exec::Cmd;
 
 /// Set to the test's name in the re-run that executes the body.
 pub const BODY_VAR: &str = "PIGEN_TEST_NAMESPACE_BODY";
@@ -77,21 +97,27 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     found
 }
 
-/// Runs `body` in a private mount + PID namespace as root (see the module documentation).
-/// `test_name` must be the test's full name as the harness knows it.
-pub fn in_private_namespace(test_name: &str, body: impl FnOnce()) {
-    if std::env::var(BODY_VAR).as_deref() == Ok(test_name) {
-        body();
-        return;
-    }
-    if !is_root() {
-        return skip(test_name, "needs root (mounts, chroot)");
-    }
-    let Some(unshare) = which("unshare") else {
-        return skip(test_name, "unshare (util-linux) not found");
-    };
+/// True in the re-run of `test` inside its namespace.
+pub fn inside(test: &str) -> bool {
+    std::env::var(BODY_VAR).as_deref() == Ok(test)
+}
+
+/// Which /proc the re-run inside the namespace sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proc {
+    /// A /proc of the new PID namespace (`--mount-proc`): its numbers are the namespace's.
+    Own,
+    /// The host's /proc, as in pigen's own build namespace (`exec::namespace`), where pigen has
+    /// to translate the pids of its children (`storage::fuse::proc_pid_of_child`).
+    Host,
+}
+
+/// The re-run of `test` (its full name as the harness knows it) in a new private mount + PID
+/// namespace, with [`BODY_VAR`] set (see the module documentation).
+pub fn namespace_cmd(test: &str, proc: Proc) -> Cmd {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(unshare)
+    let unshare = which("unshare").map_or_else(|| "unshare".into(), PathBuf::into_os_string);
+    Cmd::new(unshare)
         .args([
             "--mount",
             "--pid",
@@ -99,23 +125,49 @@ pub fn in_private_namespace(test_name: &str, body: impl FnOnce()) {
             "--kill-child",
             "--propagation",
             "private",
-            "--mount-proc",
-            "--",
         ])
+        .args((proc == Proc::Own).then_some("--mount-proc"))
+        .arg("--")
         .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(BODY_VAR, test_name)
-        .output()
-        .expect("running unshare");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    eprint!("{stderr}");
-    assert!(
-        out.status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{test_name} failed inside its namespace ({})",
-        out.status
-    );
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(BODY_VAR, test)
+}
+
+/// Runs `cmd` (a [`namespace_cmd`] for `test`) to its end, copying each line it prints to
+/// stderr as `  | line`. The error says how it failed: a failure exit, or a run that did not
+/// pass exactly that one test.
+pub fn run_in_namespace(test: &str, cmd: &Cmd) -> Result<(), String> {
+    let mut passed = false;
+    cmd.run(&LogSink::default(), |line| {
+        passed |= line.contains("test result: ok. 1 passed");
+        eprintln!("  | {line}");
+    })
+    .map_err(|e| format!("{test} failed inside its namespace: {e}"))?;
+    if passed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{test} failed inside its namespace: the re-run did not pass exactly one test"
+        ))
+    }
+}
+
+/// Runs `body` in a private mount + PID namespace with its own /proc, as root (see the module
+/// documentation). `test_name` must be the test's full name as the harness knows it.
+pub fn in_private_namespace(test_name: &str, body: impl FnOnce()) {
+    if inside(test_name) {
+        body();
+        return;
+    }
+    if !is_root() {
+        return skip(test_name, "needs root (mounts, chroot)");
+    }
+    if which("unshare").is_none() {
+        return skip(test_name, "unshare (util-linux) not found");
+    }
+    if let Err(e) = run_in_namespace(test_name, &namespace_cmd(test_name, Proc::Own)) {
+        panic!("{e}");
+    }
 }
 
 /// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.

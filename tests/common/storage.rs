@@ -1,22 +1,16 @@
-//! Helpers for root-only integration tests whose body mounts things.
+//! The storage tests' namespace runs (`tests/storage.rs`): each test's body runs in a private
+//! mount + PID namespace like an `ns_test!` body (see the parent module), with two differences.
 //!
-//! `in_namespace(test, body)` runs `body` in a private mount namespace and PID namespace, so
-//! nothing it mounts or starts can outlive it even when it panics or is killed. The test
-//! re-executes its own binary, filtered to itself:
+//! * The re-run sees the host's /proc ([`Proc::Host`]), as the build does in pigen's own
+//!   namespace, so the FUSE attachment has to find its daemon through the pid translation it
+//!   does there.
+//! * Its scratch directory is made outside the namespace, on a real disk (the target
+//!   directory), and handed in as [`SCRATCH_VAR`]. After the run, the outer test checks from
+//!   the host's namespace that nothing leaked (no mount at or below the scratch directory, no
+//!   loop device backed by a file in it, no qemu-storage-daemon or qemu-nbd naming it) before
+//!   deleting the directory.
 //!
-//! ```text
-//! unshare --mount --pid --fork --kill-child --propagation private \
-//!     <test binary> --exact <test> --nocapture --test-threads=1
-//! ```
-//!
-//! with `PIGEN_NS_TEST=<test>` and `PIGEN_NS_SCRATCH=<dir>` in its environment. Seeing those,
-//! the inner run calls `body(dir)`; the outer run streams its output, fails when it fails, and
-//! then checks from the host's namespace that nothing leaked (no mount at or below the scratch
-//! directory, no loop device backed by a file in it, no qemu-storage-daemon or qemu-nbd naming
-//! it) before deleting the scratch directory.
-//!
-//! Each test says why it skips (not root, no unshare, no /dev/fuse, no nbd) and returns.
-#![allow(dead_code)]
+//! Each test says why it skips ([`missing_privilege`], [`missing_fuse`]) and returns.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,12 +19,14 @@ use pigen::exec::cmd::{Background, LogSink};
 use pigen::exec::Cmd;
 use pigen::storage::mounts;
 
-const TEST_VAR: &str = "PIGEN_NS_TEST";
-const SCRATCH_VAR: &str = "PIGEN_NS_SCRATCH";
+use super::{inside, is_root, namespace_cmd, run_in_namespace, which, Proc};
+
+/// The scratch directory, in the re-run inside the namespace.
+pub const SCRATCH_VAR: &str = "PIGEN_TEST_NAMESPACE_SCRATCH";
 
 /// Why this machine cannot run privileged storage tests, if it cannot.
 pub fn missing_privilege() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         return Some("needs root (mounts, loop devices)".into());
     }
     if which("unshare").is_none() {
@@ -52,45 +48,23 @@ pub fn missing_fuse() -> Option<String> {
     None
 }
 
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// Prints the reason and returns true when `reason` is set.
-pub fn skip(test: &str, reason: Option<String>) -> bool {
-    match reason {
-        Some(reason) => {
-            eprintln!("SKIP {test}: {reason}");
-            true
-        }
-        None => false,
-    }
-}
-
-/// True in the re-executed run of `test` (inside the namespace).
-pub fn inside(test: &str) -> bool {
-    std::env::var(TEST_VAR).as_deref() == Ok(test)
+/// In the re-run inside the namespace: the scratch directory the outer run made.
+pub fn scratch() -> PathBuf {
+    PathBuf::from(std::env::var_os(SCRATCH_VAR).expect("the scratch directory"))
 }
 
 /// Runs `body(scratch)` inside a private mount + PID namespace (see the module docs), then
 /// checks that nothing leaked. Call only after the skip checks.
 pub fn in_namespace(test: &str, body: impl FnOnce(&Path)) {
     if inside(test) {
-        let scratch = PathBuf::from(std::env::var_os(SCRATCH_VAR).expect("scratch dir"));
-        body(&scratch);
+        body(&scratch());
         return;
     }
     let scratch = new_scratch(test);
-    let result = namespace_cmd(test, &scratch).run(&LogSink::default(), |line| {
-        eprintln!("  | {line}");
-    });
+    let result = run_in_namespace(test, &storage_cmd(test, &scratch));
     let leaks = leaks_after_exit(&scratch);
     if let Err(e) = result {
-        panic!("{test} failed inside its namespace: {e}");
+        panic!("{e}");
     }
     assert!(leaks.is_empty(), "{test} leaked: {}", leaks.join("; "));
     mounts::remove_all(&scratch).expect("removing the scratch directory");
@@ -98,26 +72,13 @@ pub fn in_namespace(test: &str, body: impl FnOnce(&Path)) {
 
 /// Starts the inner run of `test` in the background (for tests that kill it).
 pub fn spawn_in_namespace(test: &str, scratch: &Path) -> Background {
-    namespace_cmd(test, scratch)
+    storage_cmd(test, scratch)
         .spawn(&LogSink::default())
         .expect("starting unshare")
 }
 
-fn namespace_cmd(test: &str, scratch: &Path) -> Cmd {
-    let exe = std::env::current_exe().expect("test binary");
-    Cmd::new("unshare")
-        .args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-        ])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(TEST_VAR, test)
-        .env(SCRATCH_VAR, scratch)
+fn storage_cmd(test: &str, scratch: &Path) -> Cmd {
+    namespace_cmd(test, Proc::Host).env(SCRATCH_VAR, scratch)
 }
 
 /// A fresh directory for one test, on a real disk (the target directory), canonical.
