@@ -16,17 +16,19 @@
 # target: at most 0.5), pigen's time per part, and then compression throughput of pigen's image
 # for every DEPLOY_COMPRESSION (`pigen internal bench-compression`).
 #
-#   bench/export.sh [--runs N] [--level N] [--no-compression] [--pigen PATH] [TREE]
+#   bench/export.sh [--runs N] [--cold] [--level N] [--no-compression] [--pigen PATH] [TREE]
 #
 #   TREE    a root file system directory (copied first; its /boot/firmware, if any, becomes the
 #           boot partition, else the kernel and initramfs from /boot with a config.txt)
 #   (none)  the Debian bookworm tree of bench/lib.sh (about 1 GB), made once into
 #           $PIGEN_BENCH_CACHE (default /var/tmp/pigen-bench)
 #   --runs N          runs of each method, alternating which goes first (default 2)
+#   --cold            drop the page cache before each run (the tree is read from disk); by
+#                     default the tree is in the cache, as it is right after a build
 #   --level N         COMPRESSION_LEVEL for the compression table (default 6)
 #   --no-compression  skip the compression table
 #
-# Needs root, loop devices with partition scanning, and parted, rsync, zerofree, mtools,
+# Needs root, loop devices, and parted, rsync, zerofree, mtools,
 # dosfstools (apt-get install parted rsync zerofree mtools dosfstools). Everything mounted is in
 # a private mount namespace and gone when the script ends.
 set -euo pipefail
@@ -34,6 +36,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 args=("$@")
 runs=2
+cold=0
 level=6
 compression=1
 pigen=""
@@ -41,10 +44,11 @@ source_tree=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --runs) runs="$2"; shift 2 ;;
+    --cold) cold=1; shift ;;
     --level) level="$2"; shift 2 ;;
     --no-compression) compression=0; shift ;;
     --pigen) pigen="$2"; shift 2 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     -*) echo "export.sh: unknown option $1" >&2; exit 2 ;;
     *) source_tree="$1"; shift ;;
     esac
@@ -129,12 +133,13 @@ original() { # IMAGE
     mount -t ext4 "$loop" "$work/mnt"
     mkdir -p "$work/mnt/boot/firmware"
     rsync -aHAXx --exclude /var/cache/apt/archives --exclude /boot/firmware "$tree/" "$work/mnt/"
-    # pi-gen: mount the FAT partition on boot/firmware and rsync -rtx into it.
-    mcopy -s -i "$boot_loop" "$tree/boot/firmware/"* ::/
+    # pi-gen: mount the FAT partition on boot/firmware and rsync -rtx into it. (mtools says
+    # "Could not get geometry" of a loop device.)
+    mcopy -s -i "$boot_loop" "$tree/boot/firmware/"* ::/ 2>>"$work/original.log"
     losetup -d "$boot_loop"
     sync
     umount "$work/mnt"
-    zerofree "$loop" 2>>"$work/original.log" # "Could not get geometry" of a loop device
+    zerofree "$loop"
     losetup -d "$loop"
     loop=""
     sync -f "$img"
@@ -147,7 +152,8 @@ with_pigen() { # IMAGE
 }
 
 echo "tree: $(du -sh --apparent-size "$tree" | cut -f1) in $(find "$tree" | wc -l) files" \
-    "($source_tree); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "($source_tree), page cache $([ "$cold" = 1 ] && echo dropped before each run || echo warm);" \
+    "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-4s %-9s %10s %12s\n' run method seconds "image MiB"
 best_original="" best_pigen=""
 for run in $(seq "$runs"); do
@@ -155,6 +161,7 @@ for run in $(seq "$runs"); do
     for method in $order; do
         img="$work/$method.img"
         sync
+        [ "$cold" = 1 ] && echo 3 >/proc/sys/vm/drop_caches
         start=$(date +%s.%N)
         case "$method" in
         original) original "$img" || { cat "$work/original.log" >&2; exit 1; } ;;

@@ -673,6 +673,86 @@ pub fn copy_range_sparse(
     Ok(())
 }
 
+// ----------------------------------------------------------------------------------------------
+// Reading ahead.
+
+/// Reads the tree's files into the page cache in the background while the filesystems are
+/// made: `posix_fadvise(WILLNEED)` on every regular file, in directory order. `mkfs.ext4 -d`
+/// and mcopy read one file at a time and wait for each; with the reads already queued the
+/// export is about a third faster when the tree is not in the cache (`bench/export.sh --cold`).
+/// Only a hint: errors are ignored. Stops and is joined on drop.
+pub struct Prefetch {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetch {
+    /// Starts reading `tree` ahead, unless its `bytes` would take more than half of the memory
+    /// available now (the read-ahead would then evict what mkfs has not read yet).
+    pub fn start(tree: &Path, bytes: u64) -> Prefetch {
+        let fits = available_memory().is_some_and(|available| bytes <= available / 2);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = fits.then(|| {
+            let (tree, stop) = (tree.to_path_buf(), stop.clone());
+            std::thread::spawn(move || prefetch_dir(&tree, &stop))
+        });
+        Prefetch { stop, thread }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn prefetch_dir(dir: &Path, stop: &AtomicBool) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut dirs = Vec::new();
+    for entry in entries.flatten() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            dirs.push(entry.path());
+        } else if kind.is_file() {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(entry.path());
+            if let Ok(file) = file {
+                let _ = posix_fadvise(
+                    file.as_raw_fd(),
+                    0,
+                    0,
+                    PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+    for dir in dirs {
+        prefetch_dir(&dir, stop);
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,5 +918,17 @@ mod tests {
             fs::metadata(&dst).unwrap().blocks() * 512 < 2 << 20,
             "stays sparse"
         );
+    }
+
+    #[test]
+    fn prefetch_reads_ahead_only_what_fits_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/file"), b"content").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("a/link")).unwrap();
+        let small = Prefetch::start(dir.path(), 7);
+        assert!(small.thread.is_some());
+        drop(small); // joins
+        assert!(Prefetch::start(dir.path(), u64::MAX).thread.is_none());
     }
 }

@@ -113,6 +113,7 @@ pub fn assemble_with(
     }
 
     let usage = measure(tree, fat_dir.as_deref())?;
+    let prefetch = filesystems::Prefetch::start(tree, usage.root.data_blocks * 4096);
     let layout = Layout::plan(settings, &usage)?;
     log.line(&format!("pigen: image layout: {}", layout.describe()));
     lap("measure", &mut timings);
@@ -209,6 +210,7 @@ pub fn assemble_with(
         lap("grub", &mut timings);
     }
 
+    drop(prefetch);
     let summary = check(image, &layout, &scratch.path, log)?;
     lap("check", &mut timings);
     log.line(&format!("pigen: image {}:\n{summary}", image.display()));
