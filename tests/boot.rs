@@ -361,15 +361,16 @@ fn debian_raspi_firmware_layout_boots_as_raspi3b() {
             "Raspberry Pi image (arm64), root filesystem on partition 2 (47 MiB); booting it as \
              Raspberry Pi 3 B (raspi3b); kernel vmlinuz-6.1.0-18-arm64 (boot partition), \
              initramfs initrd.img-6.1.0-18-arm64 (boot partition), device tree \
-             bcm2837-rpi-3-b.dtb (boot partition)\nqemu-system-aarch64 -accel tcg -M raspi3b -m 1G -kernel "
+             bcm2837-rpi-3-b.dtb (boot partition)\nqemu-system-aarch64 -accel tcg -serial null -M raspi3b -m 1G \
+             -kernel "
         ),
         "{stdout}"
     );
     assert!(
         stdout.contains(
             " -append 'console=serial0,115200 console=tty1 root=PARTUUID=1a2b3c4d-02 rw \
-             fsck.repair=yes rootwait console=ttyAMA0,115200 \
-             systemd.wants=serial-getty@ttyAMA0.service' -drive "
+             fsck.repair=yes rootwait console=ttyS1,115200 \
+             systemd.wants=serial-getty@ttyS1.service' -drive "
         ),
         "{stdout}"
     );
