@@ -308,6 +308,8 @@ impl Session {
                 } else if self.take_through(b"login:") {
                     // The name was lost (typed while getty flushed its input): again.
                     self.phase = Phase::LoginPrompt(now);
+                } else if self.translated_password_prompt(now) {
+                    self.phase = Phase::PasswordPrompt(now);
                 } else if now.saturating_sub(sent) >= self.timing.password_prompt {
                     out.push(b'\r');
                     self.phase = Phase::Boot;
@@ -423,6 +425,26 @@ impl Session {
             return true;
         }
         false
+    }
+
+    /// A password prompt in the image's language (PAM's translations: `Mot de passe : `,
+    /// `Passwort: `): after the echo of the user name, a short last line ending in a colon
+    /// that stays unanswered for a moment. Consumes the text when it is one.
+    fn translated_password_prompt(&mut self, now: Duration) -> bool {
+        const QUIET: Duration = Duration::from_millis(700);
+        if now.saturating_sub(self.last_output) < QUIET {
+            return false;
+        }
+        let Some(line_end) = self.text.iter().rposition(|&b| b == b'\n') else {
+            return false;
+        };
+        let last = String::from_utf8_lossy(&self.text[line_end + 1..]);
+        let prompt = last.trim_end_matches(char::is_whitespace);
+        if !prompt.ends_with(':') || prompt.chars().count() > 40 {
+            return false;
+        }
+        self.text.clear();
+        true
     }
 
     fn boot_failure(&self) -> Option<String> {
@@ -758,6 +780,35 @@ mod tests {
             Phase::Failed(why) => assert!(why.contains("Login incorrect"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_translated_password_prompt_is_answered() {
+        let mut s = session(&[]);
+        let typed = drive(
+            &mut s,
+            &[
+                (1.0, b"box login: "),
+                (2.1, b""),
+                // The echo of the name, then PAM's French prompt (a no-break space before the
+                // colon in some translations).
+                (2.2, b"alice\r\nMot de passe\xc2\xa0: "),
+                (2.5, b""),
+            ],
+        );
+        assert_eq!(typed, "alice\r", "not before the console is quiet");
+        assert_eq!(drive(&mut s, &[(3.0, b""), (3.5, b"")]), "s3cret\r");
+
+        // The name's echo alone is no prompt, nor is a line that does not end in a colon.
+        let mut s = session(&[]);
+        drive(&mut s, &[(1.0, b"box login: "), (2.1, b"")]);
+        drive(&mut s, &[(2.2, b"alice"), (4.0, b"")]);
+        assert!(matches!(s.phase(), Phase::User(_)), "{:?}", s.phase());
+        drive(
+            &mut s,
+            &[(4.1, b"\r\n[  9.1] random: crng init done\r\n"), (6.0, b"")],
+        );
+        assert!(matches!(s.phase(), Phase::User(_)), "{:?}", s.phase());
     }
 
     #[test]
