@@ -4,8 +4,8 @@
 //!
 //! - `debian_amd64_lite_builds_and_boots`: `examples/debian-amd64-lite.cfg` (about 4 minutes);
 //! - `raspi_arm64_debian_firmware_builds_and_boots`: `examples/raspi-arm64-debian-firmware-lite.cfg`
-//!   through qemu-user, booted on QEMU's `raspi3b` (about 25 minutes: mkinitramfs under
-//!   qemu-user alone takes 10–15).
+//!   through qemu-user, booted on QEMU's `raspi3b` (about 15 minutes; the one mkinitramfs
+//!   under qemu-user takes about half of it).
 //!
 //! The two run one after the other (the machine they were measured on has two cores).
 //! `PIGEN_SKIP_SLOW=1` skips both, `PIGEN_SKIP_RASPI_E2E=1` the Raspberry Pi one.
