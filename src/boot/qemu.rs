@@ -186,8 +186,12 @@ pub fn argv(machine: &Machine, accel: Accel, disk: &Path, socket: &Path) -> Vec<
                         ),
                         "-device",
                         "virtio-blk-device,drive=disk",
-                        "-nic",
-                        "user,model=virtio-net-device",
+                        // Not `-nic user,model=virtio-net-device`: qemu-system-arm refuses
+                        // that model name for -nic.
+                        "-netdev",
+                        "user,id=net",
+                        "-device",
+                        "virtio-net-device,netdev=net",
                     ]);
                 }
             }
@@ -353,7 +357,8 @@ mod tests {
                 "qemu-system-arm -accel tcg -M virt -cpu cortex-a15 -m 1024 -smp 2 -kernel /t/k \
                  -initrd /t/i -append root=/dev/vda2 \
                  -drive file=/t/disk.qcow2,format=qcow2,if=none,id=disk,cache=unsafe \
-                 -device virtio-blk-device,drive=disk -nic user,model=virtio-net-device {TAIL}"
+                 -device virtio-blk-device,drive=disk -netdev user,id=net \
+                 -device virtio-net-device,netdev=net {TAIL}"
             )
         );
     }
