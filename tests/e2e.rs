@@ -254,34 +254,21 @@ fn debian_amd64_lite_builds_and_boots() {
     );
 }
 
-/// The partition table of a disk image (`sfdisk --json`): the MBR disk identifier without
-/// `0x`, and each partition's start in bytes and type.
+/// The MBR disk identifier (without `0x`) and each partition's start in bytes and type, read
+/// with the export's own `sfdisk --json` reader.
 fn mbr_table(image: &Path) -> (String, Vec<(u64, String)>) {
-    let out = Command::new("sfdisk")
-        .arg("--json")
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sfdisk --json {}", image.display());
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let table = &json["partitiontable"];
-    assert_eq!(table["label"], "dos", "an MBR: {table}");
-    let id = table["id"]
-        .as_str()
+    let table = pigen::export::image::read_table(image, &Default::default()).unwrap();
+    assert_eq!(table.label, "dos", "an MBR: {table:?}");
+    let id = table
+        .id
+        .as_deref()
         .unwrap()
         .trim_start_matches("0x")
         .to_lowercase();
-    let sector = table["sectorsize"].as_u64().unwrap_or(512);
-    let partitions = table["partitions"]
-        .as_array()
-        .unwrap()
+    let partitions = table
+        .partitions
         .iter()
-        .map(|p| {
-            (
-                p["start"].as_u64().unwrap() * sector,
-                p["type"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|p| (p.start * pigen::export::layout::SECTOR, p.type_code.clone()))
         .collect();
     (id, partitions)
 }

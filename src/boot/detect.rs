@@ -293,6 +293,16 @@ pub enum Source {
     Root(String),
 }
 
+impl Source {
+    /// The file's name without its directory.
+    pub fn file_name(&self) -> &str {
+        match self {
+            Source::Fat(name) => name,
+            Source::Root(path) => path.rsplit('/').next().unwrap_or(path),
+        }
+    }
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -409,11 +419,10 @@ pub fn pi_boot_files(
             config.kernel.as_deref().unwrap_or("unset")
         ));
     };
-    let kernel_name = match &kernel {
-        Source::Fat(n) => n.clone(),
-        Source::Root(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
-    };
-    let version = kernel_name.strip_prefix("vmlinuz-").map(str::to_string);
+    let version = kernel
+        .file_name()
+        .strip_prefix("vmlinuz-")
+        .map(str::to_string);
 
     let initrd = if let Some(name) = config.initramfs.as_deref().and_then(on_fat) {
         Some(Source::Fat(name))
@@ -455,15 +464,9 @@ pub fn pi_boot_files(
         PiMachine::VirtArm | PiMachine::VirtArm64 => None,
     };
     let mainline_pi3 = machine == PiMachine::Raspi3b
-        && dtb.as_ref().is_some_and(|d| {
-            let path = match d {
-                Source::Fat(n) | Source::Root(n) => n,
-            };
-            path.rsplit('/')
-                .next()
-                .unwrap_or(path)
-                .starts_with("bcm2837")
-        });
+        && dtb
+            .as_ref()
+            .is_some_and(|d| d.file_name().starts_with("bcm2837"));
     let serial = if mainline_pi3 {
         PiSerial::MiniUart
     } else {

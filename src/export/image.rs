@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fs::{self as filesystems, in_tree, mkdir_in_tree, Ext4Root};
 use super::grub;
-use super::layout::{Layout, Role, Settings, Table, Target, MIB};
+use super::layout::{Layout, Role, Settings, Table, Target, BLOCK, MIB};
 use super::measure::measure;
 use super::ProgressFn;
 use crate::config::Config;
@@ -113,7 +113,7 @@ pub fn assemble_with(
     }
 
     let usage = measure(tree, fat_dir.as_deref())?;
-    let prefetch = filesystems::Prefetch::start(tree, usage.root.data_blocks * 4096);
+    let prefetch = filesystems::Prefetch::start(tree, usage.root.data_blocks * BLOCK);
     let layout = Layout::plan(settings, &usage)?;
     log.line(&format!("pigen: image layout: {}", layout.describe()));
     lap("measure", &mut timings);
