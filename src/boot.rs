@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use self::checks::{Check, Outcome, Verdict};
+use self::checks::{human, Check, Outcome, Verdict};
 use self::console::{Phase, Session, Timing};
 use self::detect::{Detected, Part, PiBoot, Platform, Source};
 use self::qemu::{Accel, Firmware, Machine, PcArch};
@@ -804,14 +804,6 @@ fn write_sparse(mut reader: impl Read, dst: &Path) -> anyhow::Result<()> {
     }
     out.set_len(pos)?;
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
 }
 
 /// The temporary directory of one run (overlay, unpacked image, kernel files, console socket),

@@ -293,7 +293,8 @@ fn last_line(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn human(bytes: u64) -> String {
+/// Sizes in the report: `47 MiB`, `3.7 GiB`.
+pub(crate) fn human(bytes: u64) -> String {
     const MIB: f64 = (1u64 << 20) as f64;
     const GIB: f64 = (1u64 << 30) as f64;
     if bytes as f64 >= GIB {
