@@ -95,7 +95,7 @@ pub struct BootArgs {
     #[arg(long, value_name = "U", default_value = "pi")]
     pub user: String,
     /// That user's password (FIRST_USER_PASS).
-    #[arg(long, value_name = "P", default_value = "raspberry")]
+    #[arg(long, value_name = "P", default_value = config::vars::DEFAULT_FIRST_USER_PASS)]
     pub password: String,
     /// Turn a check into an assertion; may repeat. NAME: hostname, user, locale, timezone,
     /// keymap, ssh (enabled|disabled), system (running|degraded|…), rootfs (grown|not-grown).
@@ -236,8 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Internal(internal) => run_internal(&internal, quiet),
-        Command::Boot(args) => run_boot(&args, quiet),
+        Command::Internal(_) | Command::Boot(_) => unreachable!("run before base_dir"),
         Command::Check { config, install } => {
             let cfg = load_config(&config, &env, &base_dir, quiet)?;
             check_apt_proxy(&cfg)?;
